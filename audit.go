@@ -1,0 +1,216 @@
+package mylib
+
+// The example domain: an append-only audit log. This file and migrations/ are
+// what a library made from this template replaces; everything else it keeps.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgdual/mylib/internal/sqltmpl"
+)
+
+// Event is one entry of the audit log: who (Actor) did what (Action) to what
+// (Subject), with details in Data, at a time.
+type Event struct {
+	ID      int64
+	Actor   string
+	Action  string
+	Subject string
+	// Data is a JSON object with details; nil records {}.
+	Data json.RawMessage
+	// At is when it happened; the zero time records the database's now().
+	At time.Time
+}
+
+// Cursor marks a position in a subject's events, newest first: the next page
+// starts after it.
+type Cursor struct {
+	At time.Time
+	ID int64
+}
+
+// Page is one page of a subject's events, newest first. Next is nil on the
+// last page.
+type Page struct {
+	Events []Event
+	Next   *Cursor
+}
+
+// MaxPageSize is the largest page List returns.
+const MaxPageSize = 1000
+
+// Statements are parsed once, here; each Client renders them once for its schema.
+var (
+	// One statement uses both tables: the subject is upserted (its
+	// last_event_at kept current) and the event refers to it. DO UPDATE rather
+	// than DO NOTHING so that RETURNING always yields the id, even when another
+	// transaction created the subject concurrently.
+	recordSQL = sqltmpl.Must(`WITH s AS (
+	INSERT INTO {{tables.subjects}} AS s (name, last_event_at) VALUES ($3, coalesce($5, now()))
+	ON CONFLICT (name) DO UPDATE SET last_event_at = greatest(s.last_event_at, excluded.last_event_at)
+	RETURNING id
+)
+INSERT INTO {{tables.events}} (actor, action, subject_id, data, occurred_at)
+SELECT $1, $2, s.id, coalesce($4::jsonb, '{}'), coalesce($5, now()) FROM s
+RETURNING id, occurred_at`)
+
+	listFirstSQL = sqltmpl.Must(`SELECT e.id, e.actor, e.action, s.name, e.data, e.occurred_at
+FROM {{tables.events}} e JOIN {{tables.subjects}} s ON s.id = e.subject_id
+WHERE s.name = $1
+ORDER BY e.occurred_at DESC, e.id DESC LIMIT $2`)
+
+	// A separate statement for later pages keeps the keyset condition plain,
+	// so the index on (subject_id, occurred_at DESC, id DESC) seeks to it.
+	listAfterSQL = sqltmpl.Must(`SELECT e.id, e.actor, e.action, s.name, e.data, e.occurred_at
+FROM {{tables.events}} e JOIN {{tables.subjects}} s ON s.id = e.subject_id
+WHERE s.name = $1 AND (e.occurred_at, e.id) < ($3, $4)
+ORDER BY e.occurred_at DESC, e.id DESC LIMIT $2`)
+
+	countSQL = sqltmpl.Must(`SELECT count(*) FROM {{tables.events}} e JOIN {{tables.subjects}} s ON s.id = e.subject_id WHERE s.name = $1`)
+
+	purgeSQL = sqltmpl.Must(`DELETE FROM {{tables.events}} WHERE occurred_at < $1`)
+)
+
+// querier is what a pool and a transaction have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Record appends ev to the log and returns it with its ID and time set.
+func (c *Client) Record(ctx context.Context, ev Event) (Event, error) {
+	return c.record(ctx, c.pool, ev)
+}
+
+// RecordTx is Record inside the caller's transaction, so a host's own write
+// and its audit record commit or roll back together. tx must be on the
+// library's database; it may come from any pool.
+func (c *Client) RecordTx(ctx context.Context, tx pgx.Tx, ev Event) (Event, error) {
+	if tx == nil {
+		return Event{}, errors.New(moduleName + ": RecordTx is given a nil transaction: pass the pgx.Tx from Begin")
+	}
+	return c.record(ctx, tx, ev)
+}
+
+func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error) {
+	if err := c.use(); err != nil {
+		return Event{}, err
+	}
+	if err := ev.check(); err != nil {
+		return Event{}, err
+	}
+	var data, at any
+	if ev.Data != nil {
+		data = string(ev.Data)
+	}
+	if !ev.At.IsZero() {
+		at = ev.At
+	}
+	err := q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, data, at).Scan(&ev.ID, &ev.At)
+	if err != nil {
+		return Event{}, fmt.Errorf(moduleName+": recording %s %s on %s: %w", ev.Actor, ev.Action, ev.Subject, err)
+	}
+	return ev, nil
+}
+
+func (ev Event) check() error {
+	var missing []string
+	for _, f := range []struct{ name, value string }{{"Actor", ev.Actor}, {"Action", ev.Action}, {"Subject", ev.Subject}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf(moduleName+": an event needs %v: set them, e.g. Actor: \"alice\", Action: \"login\", Subject: \"account:42\"", missing)
+	}
+	if ev.Data != nil && !json.Valid(ev.Data) {
+		return fmt.Errorf(moduleName+": the event's Data is not valid JSON: pass a JSON object such as {\"ip\": \"10.0.0.1\"}, or nil")
+	}
+	return nil
+}
+
+// List returns a page of subject's events, newest first: up to limit of them
+// (1 to MaxPageSize), after the cursor (nil for the first page). Pass the
+// page's Next to get the following page.
+func (c *Client) List(ctx context.Context, subject string, limit int, after *Cursor) (Page, error) {
+	if err := c.use(); err != nil {
+		return Page{}, err
+	}
+	if limit < 1 || limit > MaxPageSize {
+		return Page{}, fmt.Errorf(moduleName+": List limit %d is out of range: pass 1 to %d", limit, MaxPageSize)
+	}
+	var rows pgx.Rows
+	var err error
+	if after == nil {
+		rows, err = c.pool.Query(ctx, c.sql.SQL(listFirstSQL), subject, limit)
+	} else {
+		rows, err = c.pool.Query(ctx, c.sql.SQL(listAfterSQL), subject, limit, after.At, after.ID)
+	}
+	if err != nil {
+		return Page{}, fmt.Errorf(moduleName+": listing events of %s: %w", subject, err)
+	}
+	events := make([]Event, 0, min(limit, 64))
+	var ev Event
+	_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &ev.Data, &ev.At}, func() error {
+		events = append(events, ev)
+		ev.Data = nil // the next row scans into a fresh slice
+		return nil
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf(moduleName+": listing events of %s: %w", subject, err)
+	}
+	p := Page{Events: events}
+	if len(events) == limit {
+		last := events[len(events)-1]
+		p.Next = &Cursor{At: last.At, ID: last.ID}
+	}
+	return p, nil
+}
+
+// Count returns how many events subject has.
+func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
+	if err := c.use(); err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := c.pool.QueryRow(ctx, c.sql.SQL(countSQL), subject).Scan(&n); err != nil {
+		return 0, fmt.Errorf(moduleName+": counting events of %s: %w", subject, err)
+	}
+	return n, nil
+}
+
+// Purge deletes the events that happened before the given time and returns
+// how many it deleted.
+func (c *Client) Purge(ctx context.Context, before time.Time) (int64, error) {
+	return c.purge(ctx, c.pool, before)
+}
+
+// PurgeTx is Purge inside the caller's transaction.
+func (c *Client) PurgeTx(ctx context.Context, tx pgx.Tx, before time.Time) (int64, error) {
+	if tx == nil {
+		return 0, errors.New(moduleName + ": PurgeTx is given a nil transaction: pass the pgx.Tx from Begin")
+	}
+	return c.purge(ctx, tx, before)
+}
+
+func (c *Client) purge(ctx context.Context, q querier, before time.Time) (int64, error) {
+	if err := c.use(); err != nil {
+		return 0, err
+	}
+	if before.IsZero() {
+		return 0, errors.New(moduleName + ": Purge is given the zero time, which would delete nothing: pass a cutoff such as time.Now().AddDate(0, 0, -90)")
+	}
+	tag, err := q.Exec(ctx, c.sql.SQL(purgeSQL), before)
+	if err != nil {
+		return 0, fmt.Errorf(moduleName+": purging events before %s: %w", before.Format(time.RFC3339), err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,163 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrLockLost is returned when the migration lock's transaction ended while
+// migrations ran (the backend was terminated, or a pooler's idle transaction
+// timeout closed it). Nothing ran unlocked: the migration in flight is cancelled.
+var ErrLockLost = errors.New("migration lock lost")
+
+// The migration lock is a transaction-level advisory lock, taken with
+// pg_try_advisory_xact_lock in a transaction that the holder keeps open while
+// goose migrates on another connection. This is the one design measured to be
+// correct both directly and behind PgBouncer in transaction pooling mode:
+//   - a session lock outlives its transaction on a pooled server connection
+//     that nobody owns;
+//   - a blocking pg_advisory_xact_lock makes every waiter pin a server
+//     connection, so the holder cannot get one to migrate.
+//
+// Waiters hold no connection while they back off. The lock dies with the
+// holder's transaction: a killed migrator releases it at once.
+type lock struct {
+	pool *pgxpool.Pool
+	key  int64
+}
+
+// lockKey derives the advisory lock key from the module name and the schema, so
+// two libraries in one schema, or one library in two schemas, never contend.
+func lockKey(module, schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(module))
+	h.Write([]byte{0})
+	h.Write([]byte(schema))
+	return int64(h.Sum64())
+}
+
+// Backoff between attempts: short, because a migration of a few files takes
+// tens of milliseconds; jittered, so a fleet does not retry in step.
+const (
+	backoffFirst = 10 * time.Millisecond
+	backoffMax   = 100 * time.Millisecond
+	// heartbeat keeps the lock's transaction from looking idle to a pooler and
+	// notices within this interval when it has been ended.
+	heartbeat = time.Second
+)
+
+// held is an acquired lock: an open transaction on a connection of the pool.
+type held struct {
+	conn *pgxpool.Conn
+}
+
+// acquire takes the lock, waiting as long as ctx allows. Each attempt is one
+// round trip; a failed attempt rolls back and returns its connection before
+// sleeping.
+func (l lock) acquire(ctx context.Context) (*held, error) {
+	// The key is a number we computed, so it can be inlined, which lets BEGIN,
+	// SET LOCAL and the attempt travel in one simple-protocol round trip.
+	// idle_in_transaction_session_timeout is set off for this transaction only:
+	// the transaction is idle by design while goose works.
+	attempt := "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_try_advisory_xact_lock(" +
+		strconv.FormatInt(l.key, 10) + ")"
+	wait := backoffFirst
+	for {
+		conn, err := l.pool.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("getting a connection for the migration lock: %w", err)
+		}
+		got, err := tryLock(ctx, conn.Conn().PgConn(), attempt)
+		if err != nil {
+			conn.Release() // pgx closes a connection left mid-transaction on release
+			return nil, fmt.Errorf("taking the migration lock: %w", err)
+		}
+		if got {
+			return &held{conn: conn}, nil
+		}
+		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("leaving a migration lock attempt: %w", err)
+		}
+		conn.Release()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the migration lock: %w", context.Cause(ctx))
+		case <-time.After(rand.N(wait) + time.Millisecond):
+		}
+		wait = min(wait*2, backoffMax)
+	}
+}
+
+func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {
+	results, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return false, err
+	}
+	last := results[len(results)-1]
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
+		return false, errors.New("unexpected reply to pg_try_advisory_xact_lock")
+	}
+	return string(last.Rows[0][0]) == "t", nil
+}
+
+// keepAlive pings the lock's transaction every heartbeat until stop is called.
+// When a ping fails the lock is gone: cancel is called with ErrLockLost, so the
+// work done under the lock stops rather than run unlocked.
+func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (stop func() error) {
+	done := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				result <- nil
+				return
+			case <-t.C:
+				if _, err := h.conn.Exec(ctx, "SELECT 1"); err != nil {
+					err = fmt.Errorf("%w: its transaction ended while migrating (%v); if a pooler sets idle_transaction_timeout, raise it above %s", ErrLockLost, err, heartbeat)
+					cancel(err)
+					result <- err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		return <-result
+	}
+}
+
+// release ends the lock's transaction: COMMIT when commit is true (keeping
+// what was written in it), ROLLBACK otherwise. It runs even when ctx is
+// cancelled, bounded by a short timeout; if the connection is broken, the
+// server ends the transaction, and the lock with it, when it closes.
+func (h *held) release(ctx context.Context, commit bool) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	defer h.conn.Release()
+	if !commit {
+		_, err := h.conn.Exec(ctx, "ROLLBACK")
+		return err
+	}
+	tag, err := h.conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	// COMMIT of a transaction that failed is answered with ROLLBACK.
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("%w: the transaction holding it was rolled back", ErrLockLost)
+	}
+	return nil
+}

@@ -1,0 +1,376 @@
+// Package migrate runs a library's embedded goose migrations inside one
+// schema, tracked in a version table named after the library's module, under
+// a lock keyed on (module, schema), with a checksum recorded for every applied
+// file so that an edited migration is refused.
+//
+// A start on an up-to-date schema costs one query: the versions and checksums
+// the database holds are compared with the embedded files before any lock is
+// taken or any goose Provider is built.
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+)
+
+// Errors a caller can branch on with errors.Is.
+var (
+	// ErrDrift: an applied migration's file has changed since it was applied.
+	ErrDrift = errors.New("applied migration changed")
+	// ErrOutOfOrder: a file is numbered below a version already applied.
+	ErrOutOfOrder = errors.New("migration out of order")
+	// ErrUnknownVersion: the schema records a version that no file has, below the newest file.
+	ErrUnknownVersion = errors.New("applied version has no migration file")
+	// ErrPoolTooSmall: migrating needs two connections from the pool.
+	ErrPoolTooSmall = errors.New("pool too small to migrate")
+	// ErrFailed: a migration file failed; the schema stays at the version before it.
+	ErrFailed = errors.New("migration failed")
+)
+
+// Migrations is a library's set of migration files, parsed once, ready to run
+// against any schema.
+type Migrations struct {
+	module       string
+	versionTable string // module + "_goose_db_version"
+	sumTable     string // module + "_goose_checksums"
+	base         fs.FS
+	files        []file
+	byVersion    map[int64]*file
+
+	mu       sync.Mutex
+	rendered map[string]*schemaFiles
+}
+
+// schemaFiles is the set rendered for one schema, with the statements used to
+// inspect it.
+type schemaFiles struct {
+	fsys         *renderedFS
+	versionTable string // schema.table as goose pastes it, unquoted
+	stateSQL     string
+	recordSQL    string
+	setupSQL     string
+}
+
+// Load parses the migration files at the root of fsys for the library named
+// module. It checks names, versions and placeholders: every error names the file.
+func Load(module string, fsys fs.FS) (*Migrations, error) {
+	files, err := loadFiles(fsys)
+	if err != nil {
+		return nil, err
+	}
+	m := &Migrations{
+		module:       module,
+		versionTable: VersionTable(module),
+		sumTable:     ChecksumTable(module),
+		base:         fsys,
+		files:        files,
+		byVersion:    make(map[int64]*file, len(files)),
+		rendered:     make(map[string]*schemaFiles),
+	}
+	for i := range m.files {
+		m.byVersion[m.files[i].version] = &m.files[i]
+	}
+	return m, nil
+}
+
+// VersionTable is the goose version table of the library named module.
+func VersionTable(module string) string { return module + "_goose_db_version" }
+
+// ChecksumTable is the table beside the version table that records the checksum
+// of every applied migration file.
+func ChecksumTable(module string) string { return module + "_goose_checksums" }
+
+// Latest returns the highest version among the files.
+func (m *Migrations) Latest() int64 { return m.files[len(m.files)-1].version }
+
+// Len returns the number of migration files.
+func (m *Migrations) Len() int { return len(m.files) }
+
+func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.rendered[schema]; ok {
+		return s, nil
+	}
+	fsys, err := renderFiles(m.base, m.files, schema)
+	if err != nil {
+		return nil, err
+	}
+	versions := pgx.Identifier{schema, m.versionTable}.Sanitize()
+	sums := pgx.Identifier{schema, m.sumTable}.Sanitize()
+	s := &schemaFiles{
+		fsys:         fsys,
+		versionTable: schema + "." + m.versionTable,
+		stateSQL: `SELECT v.version_id, coalesce(c.checksum, '') FROM ` + versions + ` v LEFT JOIN ` + sums +
+			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
+		setupSQL: `CREATE TABLE IF NOT EXISTS ` + sums + ` (
+	version_id bigint PRIMARY KEY,
+	file_name text NOT NULL,
+	checksum text NOT NULL,
+	recorded_at timestamptz NOT NULL DEFAULT now()
+)`,
+		recordSQL: `INSERT INTO ` + sums + ` (version_id, file_name, checksum)
+SELECT f.version_id, f.file_name, f.checksum FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(version_id, file_name, checksum)
+WHERE f.version_id IN (SELECT version_id FROM ` + versions + ` WHERE is_applied)
+ON CONFLICT (version_id) DO NOTHING`,
+	}
+	m.rendered[schema] = s
+	return s, nil
+}
+
+// Result says what Up did.
+type Result struct {
+	// Applied lists the files applied by this call, in order.
+	Applied []string
+	// Version is the schema's version afterwards.
+	Version int64
+}
+
+// Up brings schema up to date: it creates the schema when missing and applies
+// pending files, each in its own transaction (unless marked NO TRANSACTION).
+// Several processes may call it at once on one schema: one migrates, the others
+// wait without holding a connection and then find nothing to do.
+func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, log *slog.Logger) (Result, error) {
+	sf, err := m.forSchema(schema)
+	if err != nil {
+		return Result{}, err
+	}
+	// Fast path: one query, no lock.
+	st, err := m.readState(ctx, pool, sf)
+	if err == nil {
+		p, err := m.plan(st, schema)
+		if err != nil {
+			return Result{}, err
+		}
+		if p.upToDate() {
+			p.warnNewer(log, schema, m.Latest())
+			return Result{Version: p.version}, nil
+		}
+	} else if !isMissing(err) {
+		return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
+	}
+	return m.upLocked(ctx, pool, schema, sf, log)
+}
+
+func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema string, sf *schemaFiles, log *slog.Logger) (res Result, err error) {
+	// The holder uses one connection for the lock and one for goose.
+	if n := pool.Config().MaxConns; n < 2 {
+		return Result{}, fmt.Errorf("%w: migrating schema %q needs 2 connections (one holds the migration lock, one runs the migrations) but the pool's MaxConns is %d: raise it to at least 2", ErrPoolTooSmall, schema, n)
+	}
+	h, err := lock{pool: pool, key: lockKey(m.module, schema)}.acquire(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	commit := false
+	defer func() {
+		if rerr := h.release(ctx, commit); rerr != nil && err == nil {
+			err = fmt.Errorf("releasing the migration lock of schema %q: %w", schema, rerr)
+		}
+	}()
+
+	// Under the lock nobody else creates the schema or the checksum table;
+	// CREATE SCHEMA IF NOT EXISTS alone races, and needs CREATE on the
+	// database even when the schema exists, which a least-privileged role
+	// that owns only its schema does not have.
+	if err := ensureSchema(ctx, pool, schema); err != nil {
+		return Result{}, err
+	}
+	if _, err := pool.Exec(ctx, sf.setupSQL); err != nil {
+		return Result{}, fmt.Errorf("creating the checksum table in schema %q: %w", schema, err)
+	}
+	st, err := m.readState(ctx, pool, sf)
+	if err != nil && !isMissing(err) {
+		return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
+	}
+	p, err := m.plan(st, schema)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Version = p.version
+	if len(p.pending) > 0 {
+		res, err = m.run(ctx, pool, h, sf, schema, log)
+	}
+	// Record checksums of whatever is applied now, even after a failure: the
+	// files that did apply are the ones to hold the schema to.
+	if rerr := m.record(ctx, h, sf); rerr != nil {
+		return res, errors.Join(err, fmt.Errorf("recording migration checksums in schema %q: %w", schema, rerr))
+	}
+	commit = true
+	if err == nil {
+		p.warnNewer(log, schema, m.Latest())
+	}
+	return res, err
+}
+
+func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, log *slog.Logger) (Result, error) {
+	start := time.Now()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, sf.fsys,
+		goose.WithTableName(sf.versionTable),
+		goose.WithDisableGlobalRegistry(true), // a host's own goose registrations stay out
+	)
+	if err != nil {
+		return Result{}, fmt.Errorf("preparing migrations for schema %q: %w", schema, err)
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := h.keepAlive(runCtx, cancel)
+	results, upErr := provider.Up(runCtx)
+	lost := stop()
+
+	var res Result
+	var partial *goose.PartialError
+	if errors.As(upErr, &partial) {
+		results = partial.Applied
+	}
+	for _, r := range results {
+		res.Applied = append(res.Applied, r.Source.Path)
+	}
+	version, verr := provider.GetDBVersion(context.WithoutCancel(ctx))
+	if verr == nil {
+		res.Version = version
+	}
+	switch {
+	case lost != nil:
+		return res, fmt.Errorf("migrating schema %q: %w", schema, lost)
+	case partial != nil:
+		f := m.byVersion[partial.Failed.Source.Version]
+		return res, fmt.Errorf("%w: %s in schema %q: %v; the schema stays at version %d and nothing of %s was kept; fix the file and start again",
+			ErrFailed, f.name, schema, partial.Err, res.Version, f.name)
+	case upErr != nil:
+		return res, fmt.Errorf("migrating schema %q: %w", schema, upErr)
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "applied migrations",
+		slog.String("schema", schema), slog.Any("files", res.Applied),
+		slog.Int64("version", res.Version), slog.Duration("took", time.Since(start)))
+	return res, nil
+}
+
+func (m *Migrations) record(ctx context.Context, h *held, sf *schemaFiles) error {
+	versions := make([]int64, len(m.files))
+	names := make([]string, len(m.files))
+	sums := make([]string, len(m.files))
+	for i, f := range m.files {
+		versions[i], names[i], sums[i] = f.version, f.name, f.checksum
+	}
+	_, err := h.conn.Exec(context.WithoutCancel(ctx), sf.recordSQL, versions, names, sums)
+	return err
+}
+
+func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+		return fmt.Errorf("looking up schema %q: %w", schema, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return fmt.Errorf("creating schema %q (the role needs CREATE on the database, or a host can create the schema and grant it): %w", schema, err)
+	}
+	return nil
+}
+
+// state is what the database says is applied: version -> checksum ("" when
+// none was recorded, e.g. a schema first migrated by plain goose).
+type state map[int64]string
+
+func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
+	rows, err := pool.Query(ctx, sf.stateSQL)
+	if err != nil {
+		return nil, err
+	}
+	st := make(state, len(m.files))
+	var version int64
+	var sum string
+	_, err = pgx.ForEachRow(rows, []any{&version, &sum}, func() error {
+		st[version] = sum
+		return nil
+	})
+	return st, err
+}
+
+// isMissing reports whether err says the schema or a table is not there yet.
+func isMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+}
+
+type plan struct {
+	pending  []int64
+	backfill bool  // applied files without a recorded checksum
+	version  int64 // highest applied version
+	newer    []int64
+}
+
+func (p plan) upToDate() bool { return len(p.pending) == 0 && !p.backfill }
+
+func (p plan) warnNewer(log *slog.Logger, schema string, latest int64) {
+	if len(p.newer) == 0 {
+		return
+	}
+	log.LogAttrs(context.Background(), slog.LevelWarn,
+		"schema is at a newer version than this code knows; not migrating down (expected during a rolling deploy, otherwise deploy the newer code)",
+		slog.String("schema", schema), slog.Int64("schema_version", p.version),
+		slog.Int64("code_version", latest), slog.Any("unknown_versions", p.newer))
+}
+
+// plan compares what is applied with the files. Refusals come before anything
+// is written: an edited applied file, a file numbered below an applied
+// version, an applied version with no file below the newest file.
+func (m *Migrations) plan(st state, schema string) (plan, error) {
+	var p plan
+	for v := range st {
+		p.version = max(p.version, v)
+	}
+	for _, f := range m.files {
+		sum, applied := st[f.version]
+		switch {
+		case !applied && f.version < p.version:
+			return p, fmt.Errorf("%w: %s (version %d) is not applied but schema %q is already at version %d; number new files above the latest applied one (rename it to a version above %d)",
+				ErrOutOfOrder, f.name, f.version, schema, p.version, p.version)
+		case !applied:
+			p.pending = append(p.pending, f.version)
+		case sum == "":
+			p.backfill = true
+		case sum != f.checksum:
+			return p, fmt.Errorf("%w: %s (version %d) differs from the file applied to schema %q; never edit an applied migration: restore the file and add a new one for the change",
+				ErrDrift, f.name, f.version, schema)
+		}
+	}
+	for v := range st {
+		if _, known := m.byVersion[v]; known {
+			continue
+		}
+		if v < m.Latest() {
+			return p, fmt.Errorf("%w: schema %q records version %d, but no migration file has it; restore the file that was deleted or renamed",
+				ErrUnknownVersion, schema, v)
+		}
+		p.newer = append(p.newer, v)
+	}
+	slices.Sort(p.newer)
+	return p, nil
+}
+
+// Describe lists the files, for messages and the command's report.
+func (m *Migrations) Describe() string {
+	names := make([]string, len(m.files))
+	for i, f := range m.files {
+		names[i] = f.name
+	}
+	return strings.Join(names, ", ")
+}

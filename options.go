@@ -1,0 +1,144 @@
+package mylib
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Manager is what a host application lends the library in embedded mode: its
+// pool and the schema the library keeps its tables in. Any type with these two
+// methods will do; the host imports nothing of this package to write one.
+//
+// The library borrows the pool and never closes it. Give each library, and
+// each tenant of one library, its own schema.
+type Manager interface {
+	// Pool returns the host's pool. It must not be nil.
+	Pool() *pgxpool.Pool
+	// Schema returns the schema lent to the library; see WithSchema for the rules.
+	Schema() string
+}
+
+// Option configures New. Options check their own argument; New checks how
+// they combine.
+type Option interface {
+	apply(*config) error
+}
+
+type optionFunc func(*config) error
+
+func (f optionFunc) apply(c *config) error { return f(c) }
+
+// config is what the options say, before New checks it as a whole.
+type config struct {
+	dsn         *string
+	manager     Manager
+	hasManager  bool
+	schema      *string
+	logger      *slog.Logger
+	poolConfigs []func(*pgxpool.Config)
+}
+
+// WithDSN makes the library standalone: it parses dsn with
+// pgxpool.ParseConfig, builds its own pool, and closes it in Close. The DSN is
+// a URL (postgres://user:password@host:5432/db?sslmode=disable) or key=value
+// pairs. Its password never appears in an error or a log line.
+func WithDSN(dsn string) Option {
+	return optionFunc(func(c *config) error {
+		if c.dsn != nil {
+			return errors.New("WithDSN is given twice: pass one DSN")
+		}
+		if dsn == "" {
+			return errors.New("WithDSN is given an empty DSN: pass a URL such as postgres://user@localhost:5432/app, or use WithManager to share the host's pool")
+		}
+		c.dsn = &dsn
+		return nil
+	})
+}
+
+// WithManager makes the library embedded: it borrows m.Pool() and m.Schema()
+// and never closes the pool. Many libraries, or many tenants of one library,
+// can share one pool this way, each in its own schema.
+func WithManager(m Manager) Option {
+	return optionFunc(func(c *config) error {
+		if c.hasManager {
+			return errors.New("WithManager is given twice: pass one manager")
+		}
+		if isNil(m) {
+			return errors.New("WithManager is given a nil manager: pass a value whose Pool() returns the host's *pgxpool.Pool")
+		}
+		c.manager, c.hasManager = m, true
+		return nil
+	})
+}
+
+// WithSchema sets the schema of a standalone library (default: the module
+// name, "mylib"). Schema names are lowercase identifiers matching
+// ^[a-z_][a-z0-9_]{0,62}$, not starting with pg_ and not information_schema.
+// With WithManager it is an error: the host's manager decides the schema.
+func WithSchema(name string) Option {
+	return optionFunc(func(c *config) error {
+		if c.schema != nil {
+			return errors.New("WithSchema is given twice: pass one schema")
+		}
+		c.schema = &name
+		return nil
+	})
+}
+
+// WithLogger sets where the library logs: migrations applied, a schema newer
+// than the code, a second pool to one database. The default is slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) error {
+		if l == nil {
+			return errors.New("WithLogger is given a nil logger: omit the option to log to slog.Default()")
+		}
+		c.logger = l
+		return nil
+	})
+}
+
+// WithPoolConfig adjusts the pool a standalone library builds, after the DSN
+// is parsed and before the pool is created: pool sizes, a tracer, hooks. With
+// WithManager it is an error: the host configures its own pool.
+func WithPoolConfig(fn func(*pgxpool.Config)) Option {
+	return optionFunc(func(c *config) error {
+		if fn == nil {
+			return errors.New("WithPoolConfig is given a nil function")
+		}
+		c.poolConfigs = append(c.poolConfigs, fn)
+		return nil
+	})
+}
+
+// check refuses combinations no single option can see.
+func (c *config) check() error {
+	switch {
+	case c.dsn == nil && !c.hasManager:
+		return errors.New("no database given: pass WithDSN(dsn) to run standalone, or WithManager(m) to share the host's pool")
+	case c.dsn != nil && c.hasManager:
+		return errors.New("both WithDSN and WithManager are given: pass WithDSN to let the library own a pool, or WithManager to borrow the host's, not both")
+	case c.hasManager && c.schema != nil:
+		return fmt.Errorf("WithSchema(%q) is given with WithManager: the host's manager decides the schema, so drop WithSchema and return the schema from the manager's Schema()", *c.schema)
+	case c.hasManager && len(c.poolConfigs) > 0:
+		return errors.New("WithPoolConfig is given with WithManager: the host configures its own pool, so drop WithPoolConfig")
+	}
+	return nil
+}
+
+// isNil reports whether m is nil or a typed nil pointer, map, func... held in
+// the interface, on which calling Pool() would panic or mean nothing.
+func isNil(m Manager) bool {
+	if m == nil {
+		return true
+	}
+	v := reflect.ValueOf(m)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Interface, reflect.Slice, reflect.Chan:
+		return v.IsNil()
+	}
+	return false
+}
