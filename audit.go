@@ -132,7 +132,7 @@ func (ev Event) check() error {
 		return fmt.Errorf(moduleName+": an event needs %v: set them, e.g. Actor: \"alice\", Action: \"login\", Subject: \"account:42\"", missing)
 	}
 	if ev.Data != nil && !json.Valid(ev.Data) {
-		return fmt.Errorf(moduleName+": the event's Data is not valid JSON: pass a JSON object such as {\"ip\": \"10.0.0.1\"}, or nil")
+		return errors.New(moduleName + ": the event's Data is not valid JSON: pass a JSON object such as {\"ip\": \"10.0.0.1\"}, or nil")
 	}
 	return nil
 }

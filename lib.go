@@ -54,11 +54,11 @@ var (
 	// the DSN, the manager, pool sizes.
 	ErrInvalidConfig = errors.New(moduleName + ": invalid configuration")
 	// ErrInvalidSchema is wrapped by errors about a schema name.
-	ErrInvalidSchema = errors.New(moduleName + ": invalid schema name")
+	ErrInvalidSchema = sqltmpl.ErrSchemaName
 	// ErrMigration is wrapped by every error from running migrations: a file
 	// that failed, an applied file that changed (drift), a file numbered below
 	// the applied version, a lost migration lock.
-	ErrMigration = errors.New(moduleName + ": migration")
+	ErrMigration = errors.New(moduleName + ": migrations")
 	// ErrDrift is wrapped when an applied migration's file has changed.
 	ErrDrift = migrate.ErrDrift
 	// ErrOutOfOrder is wrapped when a file is numbered below the applied version.
@@ -123,7 +123,10 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	}
 	if _, err := set.Up(ctx, c.pool, c.schema, log); err != nil {
 		c.Close()
-		return nil, redact.Error(fmt.Errorf("%w: schema %q: %w", ErrMigration, c.schema, err), secrets...)
+		if errors.Is(err, migrate.ErrPoolTooSmall) {
+			err = fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		return nil, redact.Error(fmt.Errorf("%w: %w", ErrMigration, err), secrets...)
 	}
 	return c, nil
 }
@@ -136,11 +139,11 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		if pool == nil {
 			return nil, nil, fmt.Errorf("%w: the manager's Pool() returned nil: open the host's pool with pgxpool.New before passing the manager", ErrInvalidConfig)
 		}
-		if schema == "" {
-			return nil, nil, fmt.Errorf("%w: the manager's Schema() returned an empty name: return the schema the library may use, such as %q", ErrInvalidSchema, DefaultSchema)
-		}
 		c, err := newClient(pool, false, schema, log)
-		return c, nil, err
+		if err != nil {
+			return nil, nil, fmt.Errorf(moduleName+": the manager's Schema() returned %q: %w", schema, err)
+		}
+		return c, nil, nil
 	}
 
 	schema := DefaultSchema
@@ -158,7 +161,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		fn(poolCfg)
 	}
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
-		return nil, secrets, fmt.Errorf("%w: %w", ErrInvalidSchema, err)
+		return nil, secrets, fmt.Errorf(moduleName+": WithSchema: %w", err)
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {
@@ -176,7 +179,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 func newClient(pool *pgxpool.Pool, owned bool, schema string, log *slog.Logger) (*Client, error) {
 	r, err := sqltmpl.NewRenderer(schema)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidSchema, err)
+		return nil, err
 	}
 	return &Client{pool: pool, owned: owned, schema: schema, sql: r, log: log}, nil
 }

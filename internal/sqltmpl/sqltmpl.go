@@ -41,11 +41,11 @@ func ValidateSchema(name string) error {
 	case name == "":
 		return fmt.Errorf("%w: the name is empty; use a lowercase identifier such as \"audit\"", ErrSchemaName)
 	case !schemaPattern.MatchString(name):
-		return fmt.Errorf("%w: %q must match ^[a-z_][a-z0-9_]{0,62}$ (lowercase letters, digits and underscores, at most 63 bytes, not starting with a digit)", ErrSchemaName, name)
+		return fmt.Errorf("%w %q: it must match ^[a-z_][a-z0-9_]{0,62}$ (lowercase letters, digits and underscores, at most 63 bytes, not starting with a digit)", ErrSchemaName, name)
 	case strings.HasPrefix(name, "pg_"):
-		return fmt.Errorf("%w: %q starts with pg_, which PostgreSQL reserves for system schemas; choose another name", ErrSchemaName, name)
+		return fmt.Errorf("%w %q: it starts with pg_, which PostgreSQL reserves for system schemas; choose another name", ErrSchemaName, name)
 	case name == "information_schema":
-		return fmt.Errorf("%w: %q is a system schema; choose another name", ErrSchemaName, name)
+		return fmt.Errorf("%w %q: it is a system schema; choose another name", ErrSchemaName, name)
 	}
 	return nil
 }

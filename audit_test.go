@@ -1,0 +1,158 @@
+package mylib_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib"
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+func TestAudit_RecordListCountPurge(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		ctx := context.Background()
+		c := mustOpen(t, m, dsn, "audit")
+		base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for i := range 25 {
+			ev, err := c.Record(ctx, mylib.Event{Actor: "alice", Action: fmt.Sprintf("edit-%02d", i), Subject: "doc:1",
+				Data: json.RawMessage(fmt.Sprintf(`{"n": %d}`, i)), At: base.Add(time.Duration(i) * time.Minute)})
+			require.NoError(t, err)
+			require.Positive(t, ev.ID)
+		}
+		_, err := c.Record(ctx, mylib.Event{Actor: "bob", Action: "view", Subject: "doc:2"})
+		require.NoError(t, err)
+
+		n, err := c.Count(ctx, "doc:1")
+		require.NoError(t, err)
+		require.EqualValues(t, 25, n)
+
+		// Pages of 10, newest first, until Next is nil.
+		var got []string
+		var after *mylib.Cursor
+		pages := 0
+		for {
+			p, err := c.List(ctx, "doc:1", 10, after)
+			require.NoError(t, err)
+			pages++
+			for _, ev := range p.Events {
+				require.Equal(t, "doc:1", ev.Subject)
+				got = append(got, ev.Action)
+			}
+			if p.Next == nil {
+				break
+			}
+			after = p.Next
+		}
+		require.Equal(t, 3, pages)
+		require.Len(t, got, 25)
+		require.Equal(t, "edit-24", got[0])
+		require.Equal(t, "edit-00", got[24])
+
+		first, err := c.List(ctx, "doc:1", 1, nil)
+		require.NoError(t, err)
+		require.JSONEq(t, `{"n": 24}`, string(first.Events[0].Data))
+		require.True(t, first.Events[0].At.Equal(base.Add(24*time.Minute)))
+
+		purged, err := c.Purge(ctx, base.Add(10*time.Minute))
+		require.NoError(t, err)
+		require.EqualValues(t, 10, purged)
+		n, err = c.Count(ctx, "doc:1")
+		require.NoError(t, err)
+		require.EqualValues(t, 15, n)
+	})
+}
+
+func TestAudit_EventsWithTheSameTimePageWithoutLossOrRepeat(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	ctx := context.Background()
+	c := mustOpen(t, modes[0], dsn, "audit")
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for range 7 {
+		_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "tick", Subject: "clock", At: at})
+		require.NoError(t, err)
+	}
+	seen := map[int64]bool{}
+	var after *mylib.Cursor
+	for {
+		p, err := c.List(ctx, "clock", 3, after)
+		require.NoError(t, err)
+		for _, ev := range p.Events {
+			require.False(t, seen[ev.ID], "event %d listed twice", ev.ID)
+			seen[ev.ID] = true
+		}
+		if p.Next == nil {
+			break
+		}
+		after = p.Next
+	}
+	require.Len(t, seen, 7)
+}
+
+func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		ctx := context.Background()
+		c := mustOpen(t, m, dsn, "audit")
+		hostPool := pgtest.Pool(t, dsn)
+		_, err := hostPool.Exec(ctx, "CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+		require.NoError(t, err)
+
+		for _, commit := range []bool{true, false} {
+			tx, err := hostPool.Begin(ctx)
+			require.NoError(t, err)
+			id := map[bool]int{true: 1, false: 2}[commit]
+			_, err = tx.Exec(ctx, "INSERT INTO accounts VALUES ($1, 100)", id)
+			require.NoError(t, err)
+			_, err = c.RecordTx(ctx, tx, mylib.Event{Actor: "host", Action: "open", Subject: fmt.Sprintf("account:%d", id)})
+			require.NoError(t, err)
+			if commit {
+				require.NoError(t, tx.Commit(ctx))
+			} else {
+				require.NoError(t, tx.Rollback(ctx))
+			}
+			n, err := c.Count(ctx, fmt.Sprintf("account:%d", id))
+			require.NoError(t, err)
+			require.EqualValues(t, map[bool]int64{true: 1, false: 0}[commit], n)
+		}
+
+		tx, err := hostPool.Begin(ctx)
+		require.NoError(t, err)
+		purged, err := c.PurgeTx(ctx, tx, time.Now().Add(time.Hour))
+		require.NoError(t, err)
+		require.EqualValues(t, 1, purged)
+		require.NoError(t, tx.Rollback(ctx))
+		n, err := c.Count(ctx, "account:1")
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n, "a rolled back purge deletes nothing")
+	})
+}
+
+func TestAudit_BadEventsAreRefused(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	ctx := context.Background()
+	c := mustOpen(t, modes[0], dsn, "audit")
+	for name, ev := range map[string]mylib.Event{
+		"no actor":     {Action: "a", Subject: "s"},
+		"no action":    {Actor: "a", Subject: "s"},
+		"no subject":   {Actor: "a", Action: "a"},
+		"invalid json": {Actor: "a", Action: "a", Subject: "s", Data: []byte(`{`)},
+	} {
+		_, err := c.Record(ctx, ev)
+		require.Error(t, err, name)
+	}
+	_, err := c.RecordTx(ctx, nil, mylib.Event{Actor: "a", Action: "a", Subject: "s"})
+	require.ErrorContains(t, err, "nil transaction")
+	for _, limit := range []int{0, -1, mylib.MaxPageSize + 1} {
+		_, err := c.List(ctx, "s", limit, nil)
+		require.ErrorContains(t, err, "out of range")
+	}
+	_, err = c.Purge(ctx, time.Time{})
+	require.ErrorContains(t, err, "zero time")
+	n, err := c.Count(ctx, "s")
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -1,0 +1,302 @@
+package mylib_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3/database"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib"
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// host is a host application's own Manager: any type with Pool and Schema.
+type host struct {
+	pool   *pgxpool.Pool
+	schema string
+}
+
+func (h host) Pool() *pgxpool.Pool { return h.pool }
+func (h host) Schema() string      { return h.schema }
+
+// mode opens a Client on a database in one of the two modes.
+type mode struct {
+	name string
+	open func(t *testing.T, dsn, schema string, opts ...mylib.Option) (*mylib.Client, error)
+}
+
+var modes = []mode{
+	{"standalone", func(t *testing.T, dsn, schema string, opts ...mylib.Option) (*mylib.Client, error) {
+		return mylib.New(context.Background(), append([]mylib.Option{mylib.WithDSN(dsn), mylib.WithSchema(schema)}, opts...)...)
+	}},
+	{"embedded", func(t *testing.T, dsn, schema string, opts ...mylib.Option) (*mylib.Client, error) {
+		return mylib.New(context.Background(), append([]mylib.Option{mylib.WithManager(host{pgtest.Pool(t, dsn), schema})}, opts...)...)
+	}},
+}
+
+// eachMode runs f once per mode, each on a fresh database.
+func eachMode(t *testing.T, f func(t *testing.T, m mode, dsn string)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, m, pgtest.DSN(t))
+		})
+	}
+}
+
+func mustOpen(t *testing.T, m mode, dsn, schema string, opts ...mylib.Option) *mylib.Client {
+	t.Helper()
+	c, err := m.open(t, dsn, schema, opts...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// migrationFiles counts the files a user sees in migrations/.
+func migrationFiles(t *testing.T) int {
+	files, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	return len(files)
+}
+
+// appliedVersions reads the version table with goose's own store.
+func appliedVersions(t *testing.T, dsn, schema string) []int64 {
+	t.Helper()
+	store, err := database.NewStore(database.DialectPostgres, schema+".mylib_goose_db_version")
+	require.NoError(t, err)
+	db := stdlibDB(t, dsn)
+	list, err := store.ListMigrations(context.Background(), db)
+	require.NoError(t, err)
+	var versions []int64
+	for _, m := range list {
+		if m.IsApplied && m.Version > 0 {
+			versions = append(versions, m.Version)
+		}
+	}
+	return versions
+}
+
+func TestNew_RunsMigrationsInBothModes(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		c := mustOpen(t, m, dsn, "audit")
+		require.Equal(t, "audit", c.Schema())
+		require.Len(t, appliedVersions(t, dsn, "audit"), migrationFiles(t))
+		require.ElementsMatch(t, []string{"events", "subjects", "mylib_goose_db_version", "mylib_goose_checksums"}, tables(t, dsn, "audit"))
+	})
+}
+
+func TestNew_UpToDateSchemaAppliesNothing(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		mustOpen(t, m, dsn, "audit").Close()
+		before := versionRows(t, dsn, "audit")
+		for range 3 {
+			mustOpen(t, m, dsn, "audit").Close()
+		}
+		require.Equal(t, before, versionRows(t, dsn, "audit"))
+	})
+}
+
+func TestNew_DefaultSchemaIsTheModuleName(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn))
+	require.NoError(t, err)
+	defer c.Close()
+	require.Equal(t, "mylib", c.Schema())
+	require.Len(t, appliedVersions(t, dsn, "mylib"), migrationFiles(t))
+}
+
+func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		const n = 8
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := m.open(t, dsn, "audit")
+				if err == nil {
+					c.Close()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		require.Equal(t, migrationFiles(t), versionRows(t, dsn, "audit"), "every migration applied exactly once")
+	})
+}
+
+func TestClose_StandaloneClosesItsPool(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithPoolConfig(func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "mylib_close_test"
+		cfg.MinConns = 2
+	}))
+	require.NoError(t, err)
+	_, err = c.Count(context.Background(), "x")
+	require.NoError(t, err)
+	require.Positive(t, backends(t, dsn, "mylib_close_test"))
+	c.Close()
+	require.Eventually(t, func() bool { return backends(t, dsn, "mylib_close_test") == 0 }, 5*time.Second, 20*time.Millisecond,
+		"the library's own pool is closed")
+}
+
+func TestClose_EmbeddedLeavesHostPoolOpen(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	pool := pgtest.Pool(t, dsn)
+	c, err := mylib.New(context.Background(), mylib.WithManager(host{pool, "audit"}))
+	require.NoError(t, err)
+	c.Close()
+	c.Close() // a second call does nothing
+	var one int
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT 1").Scan(&one), "the host's pool stays open")
+	require.Equal(t, 1, one)
+}
+
+func TestClose_MethodsAfterCloseReturnErrClosed(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode, dsn string) {
+		c := mustOpen(t, m, dsn, "audit")
+		c.Close()
+		c.Close()
+		ctx := context.Background()
+		_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+		require.ErrorIs(t, err, mylib.ErrClosed)
+		_, err = c.List(ctx, "c", 10, nil)
+		require.ErrorIs(t, err, mylib.ErrClosed)
+		_, err = c.Count(ctx, "c")
+		require.ErrorIs(t, err, mylib.ErrClosed)
+		_, err = c.Purge(ctx, time.Now())
+		require.ErrorIs(t, err, mylib.ErrClosed)
+	})
+}
+
+func TestSharedPool_TenantsAreIsolated(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	pool := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 3 })
+	ctx := context.Background()
+	tenants := map[string]*mylib.Client{}
+	for _, schema := range []string{"tenant_a", "tenant_b", "tenant_c"} {
+		c, err := mylib.New(ctx, mylib.WithManager(host{pool, schema}))
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+		tenants[schema] = c
+	}
+	_, err := tenants["tenant_a"].Record(ctx, mylib.Event{Actor: "alice", Action: "login", Subject: "account:1"})
+	require.NoError(t, err)
+	for schema, c := range tenants {
+		n, err := c.Count(ctx, "account:1")
+		require.NoError(t, err)
+		if schema == "tenant_a" {
+			require.EqualValues(t, 1, n)
+		} else {
+			require.Zero(t, n, "a row written through tenant_a is invisible through %s", schema)
+		}
+	}
+}
+
+func TestStandalone_WarnsOnSecondPoolToTheSameDatabase(t *testing.T) {
+	dsn, other := pgtest.DSN(t), pgtest.DSN(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	open := func(dsn, schema string) {
+		c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(log))
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+	}
+	open(dsn, "one")
+	open(other, "one")
+	require.NotContains(t, logs.String(), "another connection pool", "pools to different databases are not a second pool")
+	open(dsn, "two")
+	require.Contains(t, logs.String(), "another connection pool")
+	require.Contains(t, logs.String(), "WithManager")
+}
+
+func TestNew_NoPasswordInErrorsOrLogs(t *testing.T) {
+	const secret = "s3cr3t-Pa55"
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	dsns := []string{
+		"postgres://alice:" + secret + "@127.0.0.1:1/app?connect_timeout=2",          // nothing listens there
+		"postgres://alice:" + secret + "@127.0.0.1:1/app?sslmode=bogus",              // bad parameter
+		"postgres://alice:" + secret + "@127.0.0.1:bad/app",                          // bad port
+		"postgres://alice:" + secret + "%zz@127.0.0.1/app",                           // bad escape
+		"host=127.0.0.1 port=1 user=alice password=" + secret + " connect_timeout=2", // key/value
+		"host=127.0.0.1 port=1 user=alice password='" + secret + "' sslmode=bogus",
+	}
+	for _, dsn := range dsns {
+		_, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithLogger(log))
+		require.Error(t, err, dsn)
+		require.NotContains(t, err.Error(), secret, "error for %q", dsn)
+		require.NotContains(t, err.Error(), "Pa55")
+	}
+	require.NotContains(t, logs.String(), "Pa55")
+}
+
+// tables lists the tables in schema.
+func tables(t *testing.T, dsn, schema string) []string {
+	t.Helper()
+	var names []string
+	rows, err := pgtest.Pool(t, dsn).Query(context.Background(), "SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+	require.NoError(t, err)
+	names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return names
+}
+
+// versionRows counts applied versions above zero, duplicates included.
+func versionRows(t *testing.T, dsn, schema string) int {
+	t.Helper()
+	var n int
+	err := pgtest.Pool(t, dsn).QueryRow(context.Background(),
+		fmt.Sprintf("SELECT count(*) FROM %s WHERE version_id > 0 AND is_applied", pgx.Identifier{schema, "mylib_goose_db_version"}.Sanitize())).Scan(&n)
+	require.NoError(t, err)
+	return n
+}
+
+// backends counts server connections with the given application_name.
+func backends(t *testing.T, dsn, app string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var n int
+	require.NoError(t, conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n))
+	return n
+}
+
+// schemas lists the schemas of the database that are not PostgreSQL's own.
+func schemas(t *testing.T, dsn string) []string {
+	t.Helper()
+	rows, err := pgtest.Pool(t, dsn).Query(context.Background(),
+		`SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\_%' AND nspname NOT IN ('information_schema', 'public') ORDER BY 1`)
+	require.NoError(t, err)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return names
+}
+
+// stdlibDB is a database/sql handle on dsn, as goose uses.
+func stdlibDB(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db := stdlib.OpenDBFromPool(pgtest.Pool(t, dsn))
+	t.Cleanup(func() { db.Close() })
+	return db
+}
