@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// The files of the root package that a library keeps as they are; the other
+// non-test files there are the example domain.
+var keptRootFiles = []string{"lib.go", "options.go"}
+
+// migrationsDir holds the embedded migrations, which a library replaces.
+const migrationsDir = "migrations"
+
+// copied says what generate made.
+type copied struct {
+	from, to  string // module paths
+	name      string // the new library's name
+	dir       string // absolute
+	files     int
+	moved     [][2]string // directories and files whose path changed: from, to
+	untracked []string    // files in the template's work tree that git does not track
+	todo      todo
+}
+
+// todo is what a new library still has to do by hand.
+type todo struct {
+	domain     []string // root-package files to replace
+	migrations bool
+	constFile  string // the file and line declaring moduleName, if found
+	constLine  int
+}
+
+// generate copies the template at root into dir as the module newPath. It
+// refuses a name that cannot serve, and a dir that holds anything, before
+// writing a file.
+func generate(root, newPath, dir string) (*copied, error) {
+	oldPath, err := readModulePath(root)
+	if err != nil {
+		return nil, fmt.Errorf("reading the template's module path: %w", err)
+	}
+	if err := checkModulePath(newPath); err != nil {
+		return nil, err
+	}
+	r := renamer{oldPath: oldPath, newPath: newPath, oldName: libraryName(oldPath), newName: libraryName(newPath)}
+
+	c, err := findModuleName(root)
+	if err != nil {
+		return nil, err
+	}
+	if c.found && c.value != r.oldName {
+		return nil, fmt.Errorf("the template disagrees with itself: %s:%d says moduleName = %q but its module path %s ends in %q; make them agree (go test %s explains) before copying it",
+			filepath.Join(root, c.file), c.line, c.value, oldPath, r.oldName, root)
+	}
+
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	src, err := listFiles(root, dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing the template's files: %w", err)
+	}
+	clashes, err := importClashes(root, src.paths, oldPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName(newPath, clashes); err != nil {
+		return nil, err
+	}
+	if err := checkEmpty(dir); err != nil {
+		return nil, err
+	}
+
+	out, err := rewriteAll(root, src.paths, r)
+	if err != nil {
+		return nil, err
+	}
+	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked}
+	res.moved = moves(src.paths, r)
+	res.todo = planTodo(src.paths)
+	res.todo.constFile, res.todo.constLine = c.file, c.line // rewriting keeps lines in place
+	if readme, ok := out["README.md"]; ok && readme.link == "" {
+		readme.data = withNote(readme.data, res)
+		out["README.md"] = readme
+	}
+	if err := writeAll(dir, out); err != nil {
+		return nil, err
+	}
+
+	after, err := findModuleName(dir)
+	if err != nil {
+		return nil, err
+	}
+	if after.found && after.value != r.newName {
+		return nil, fmt.Errorf("%s:%d still says moduleName = %q after the copy: set it to %q", filepath.Join(dir, after.file), after.line, after.value, r.newName)
+	}
+	return res, nil
+}
+
+// checkEmpty refuses a dir that exists and holds anything: newlib never
+// overwrites or mixes with files it did not write.
+func checkEmpty(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s cannot be the new library's directory: %w", dir, err)
+	case len(entries) > 0:
+		return fmt.Errorf("%s is not empty: name a new or empty directory for the new library", dir)
+	}
+	return nil
+}
+
+// output is one file of the new library.
+type output struct {
+	data []byte
+	mode fs.FileMode
+	link string // the target, for a symbolic link
+}
+
+// rewriteAll reads the template's files and rewrites each by kind, keyed by
+// its new path.
+func rewriteAll(root string, paths []string, r renamer) (map[string]output, error) {
+	out := make(map[string]output, len(paths))
+	from := make(map[string]string, len(paths))
+	for _, p := range paths {
+		file := filepath.Join(root, filepath.FromSlash(p))
+		fi, err := os.Lstat(file)
+		if err != nil {
+			return nil, err
+		}
+		var o output
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if o.link, err = os.Readlink(file); err != nil {
+				return nil, err
+			}
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return nil, err
+			}
+			o = output{data: rewriteFile(p, data, r), mode: fi.Mode().Perm()}
+		default:
+			continue // a submodule or a special file: nothing to copy
+		}
+		np := r.path(p)
+		if other, dup := from[np]; dup {
+			return nil, fmt.Errorf("both %s and %s would become %s in the copy: rename one in the template", other, p, np)
+		}
+		from[np] = p
+		out[np] = o
+	}
+	return out, nil
+}
+
+// rewriteFile rewrites one file's content according to its kind.
+func rewriteFile(p string, data []byte, r renamer) []byte {
+	switch base := path.Base(p); {
+	case base == "go.sum":
+		return data
+	case base == "go.mod":
+		return r.modFile(data)
+	case strings.HasSuffix(base, ".go"):
+		return r.goSource(p, data)
+	case utf8.Valid(data) && !bytes.ContainsRune(data, 0):
+		return []byte(r.text(string(data)))
+	}
+	return data
+}
+
+func writeAll(dir string, out map[string]output) error {
+	for p, o := range out {
+		file := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			return err
+		}
+		if o.link != "" {
+			if err := os.Symlink(o.link, file); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.WriteFile(file, o.data, o.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// moves lists the directories and files whose own name changed, outermost first.
+func moves(paths []string, r renamer) [][2]string {
+	var list [][2]string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		elems := strings.Split(p, "/")
+		for i := range elems {
+			prefix := strings.Join(elems[:i+1], "/")
+			if renamed := r.path(prefix); path.Base(renamed) != elems[i] && !seen[prefix] {
+				seen[prefix] = true
+				list = append(list, [2]string{prefix, renamed})
+				break
+			}
+		}
+	}
+	return list
+}
+
+// planTodo finds the example domain and the migrations among the files.
+func planTodo(paths []string) todo {
+	var t todo
+	for _, p := range paths {
+		switch {
+		case !strings.Contains(p, "/") && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && !slices.Contains(keptRootFiles, p):
+			t.domain = append(t.domain, p)
+		case strings.HasPrefix(p, migrationsDir+"/"):
+			t.migrations = true
+		}
+	}
+	return t
+}
+
+// moduleNameConst is where the root package declares moduleName.
+type moduleNameConst struct {
+	found bool
+	value string
+	file  string // relative to the module root
+	line  int
+}
+
+// findModuleName reads the moduleName constant of the root package at root.
+func findModuleName(root string) (moduleNameConst, error) {
+	files, err := filepath.Glob(filepath.Join(root, "*.go"))
+	if err != nil {
+		return moduleNameConst{}, err
+	}
+	fset := token.NewFileSet()
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return moduleNameConst{}, fmt.Errorf("reading the template: %w", err)
+		}
+		for _, decl := range f.Decls {
+			gen, ok := decl.(*ast.GenDecl)
+			if !ok || gen.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gen.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if n.Name != "moduleName" || i >= len(vs.Values) {
+						continue
+					}
+					lit, ok := vs.Values[i].(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						continue
+					}
+					value, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						continue
+					}
+					return moduleNameConst{found: true, value: value, file: filepath.Base(file), line: fset.Position(n.Pos()).Line}, nil
+				}
+			}
+		}
+	}
+	return moduleNameConst{}, nil
+}
+
+// importClashes maps the name of every package imported by a Go file that
+// also imports the template's root package to one such file: the new library
+// cannot take that name.
+func importClashes(root string, paths []string, rootImport string) (map[string]string, error) {
+	clashes := map[string]string{}
+	fset := token.NewFileSet()
+	for _, p := range paths {
+		if !strings.HasSuffix(p, ".go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(root, filepath.FromSlash(p)), nil, parser.ImportsOnly)
+		if err != nil {
+			continue // not ours to judge; go build will
+		}
+		var names []string
+		importsRoot := false
+		for _, imp := range f.Imports {
+			ip, _ := strconv.Unquote(imp.Path.Value)
+			switch {
+			case ip == rootImport && imp.Name == nil:
+				importsRoot = true
+			case imp.Name != nil:
+				names = append(names, imp.Name.Name)
+			default:
+				names = append(names, importName(ip))
+			}
+		}
+		if !importsRoot {
+			continue
+		}
+		for _, n := range names {
+			if _, seen := clashes[n]; !seen && n != "_" && n != "." {
+				clashes[n] = p
+			}
+		}
+	}
+	return clashes, nil
+}
+
+// importName guesses the name a package is known by from its import path:
+// its last element, without a major-version suffix, a .vN or a go- prefix.
+func importName(importPath string) string {
+	name := libraryName(importPath)
+	if i := strings.Index(name, ".v"); i > 0 {
+		name = name[:i]
+	}
+	name = strings.TrimPrefix(name, "go-")
+	if i := strings.LastIndexAny(name, "-."); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}

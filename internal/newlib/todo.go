@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/pgdual/mylib/internal/migrate"
+)
+
+// The note newlib puts at the top of the new library's README, between these
+// markers, so that copying the copy replaces it rather than adding another.
+const (
+	noteStart = "<!-- newlib: start -->"
+	noteEnd   = "<!-- newlib: end -->"
+)
+
+// steps lists what the new library still has to do by hand, in Markdown.
+func (c *copied) steps() (replace []string, keep, never string) {
+	if len(c.todo.domain) > 0 {
+		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types and methods; `go vet ./...` then points at the tests, examples and command that used it: rewrite them for your domain.",
+			codeList(c.todo.domain)))
+	}
+	if c.todo.migrations {
+		replace = append(replace, "`"+migrationsDir+"/*.sql` with your own migrations, numbered from `00001_name.sql`, naming tables only as `{{tables.name}}`.")
+	}
+	replace = append(replace, "the text of `README.md`, and the note newlib put at its top.")
+	keep = "Keep " + codeList(append(keptRootFiles, "internal/")) + " as they are."
+	at := "in the root package"
+	if c.todo.constFile != "" {
+		at = fmt.Sprintf("(`%s` line %d)", c.todo.constFile, c.todo.constLine)
+	}
+	never = fmt.Sprintf("Never change `moduleName` %s, now %q, after the first release: it names the version table `<schema>.%s`, the checksum table `<schema>.%s` and the migration lock, so a new name would run every migration again into a new, empty version table.",
+		at, c.name, migrate.VersionTable(c.name), migrate.ChecksumTable(c.name))
+	return replace, keep, never
+}
+
+// withNote puts the to-do note under the README's title, replacing one left
+// by an earlier copy.
+func withNote(readme []byte, c *copied) []byte {
+	text := string(readme)
+	if i := strings.Index(text, noteStart); i >= 0 {
+		if j := strings.Index(text[i:], noteEnd); j >= 0 {
+			text = text[:i] + strings.TrimLeft(text[i+j+len(noteEnd):], "\n")
+		}
+	}
+	var title string
+	if strings.HasPrefix(text, "# ") {
+		title, text, _ = strings.Cut(text, "\n")
+		title += "\n\n"
+		text = strings.TrimLeft(text, "\n")
+	}
+	replace, keep, never := c.steps()
+	var b strings.Builder
+	b.WriteString(title + noteStart + "\n")
+	fmt.Fprintf(&b, "> Made from the template `%s` with `go run ./internal/newlib`. Before the first release, replace:\n>\n", c.from)
+	for i, s := range replace {
+		fmt.Fprintf(&b, "> %d. %s\n", i+1, s)
+	}
+	fmt.Fprintf(&b, ">\n> %s\n>\n> %s\n", keep, never)
+	b.WriteString(noteEnd + "\n")
+	if text != "" {
+		b.WriteString("\n" + text)
+	}
+	return []byte(b.String())
+}
+
+// printNextSteps tells the user what was made and what to do next.
+func printNextSteps(w io.Writer, c *copied) {
+	fmt.Fprintf(w, "Made %s in %s from %s: %d files.\n", c.to, c.dir, c.from, c.files)
+	fmt.Fprintf(w, "  package %s, default schema %q, version table <schema>.%s\n", c.name, c.name, migrate.VersionTable(c.name))
+	for _, m := range c.moved {
+		fmt.Fprintf(w, "  renamed %s -> %s\n", m[0], m[1])
+	}
+	replace, keep, never := c.steps()
+	fmt.Fprintf(w, "\nNext:\n  cd %s\n  go test ./...    (tests start a throwaway PostgreSQL from local binaries, or use TEST_DATABASE_URL)\n", c.dir)
+	fmt.Fprintf(w, "\nBefore the first release, replace:\n")
+	for i, s := range replace {
+		fmt.Fprintf(w, "  %d. %s\n", i+1, strings.ReplaceAll(s, "`", ""))
+	}
+	fmt.Fprintf(w, "%s\n%s\n", strings.ReplaceAll(keep, "`", ""), strings.ReplaceAll(never, "`", ""))
+}
+
+// codeList formats names as a Markdown list of code spans: `a`, `b` and `c`.
+func codeList(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "`" + n + "`"
+	}
+	if len(quoted) < 2 {
+		return strings.Join(quoted, "")
+	}
+	return strings.Join(quoted[:len(quoted)-1], ", ") + " and " + quoted[len(quoted)-1]
+}
