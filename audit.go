@@ -116,7 +116,7 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 	}
 	err := q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, data, at).Scan(&ev.ID, &ev.At)
 	if err != nil {
-		return Event{}, fmt.Errorf(moduleName+": recording %s %s on %s: %w", ev.Actor, ev.Action, ev.Subject, err)
+		return Event{}, c.fail(err, "recording %s %s on %s", ev.Actor, ev.Action, ev.Subject)
 	}
 	return ev, nil
 }
@@ -155,7 +155,7 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 		rows, err = c.pool.Query(ctx, c.sql.SQL(listAfterSQL), subject, limit, after.At, after.ID)
 	}
 	if err != nil {
-		return Page{}, fmt.Errorf(moduleName+": listing events of %s: %w", subject, err)
+		return Page{}, c.fail(err, "listing events of %s", subject)
 	}
 	events := make([]Event, 0, min(limit, 64))
 	var ev Event
@@ -165,7 +165,7 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 		return nil
 	})
 	if err != nil {
-		return Page{}, fmt.Errorf(moduleName+": listing events of %s: %w", subject, err)
+		return Page{}, c.fail(err, "listing events of %s", subject)
 	}
 	p := Page{Events: events}
 	if len(events) == limit {
@@ -182,7 +182,7 @@ func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
 	}
 	var n int64
 	if err := c.pool.QueryRow(ctx, c.sql.SQL(countSQL), subject).Scan(&n); err != nil {
-		return 0, fmt.Errorf(moduleName+": counting events of %s: %w", subject, err)
+		return 0, c.fail(err, "counting events of %s", subject)
 	}
 	return n, nil
 }
@@ -210,7 +210,7 @@ func (c *Client) purge(ctx context.Context, q querier, before time.Time) (int64,
 	}
 	tag, err := q.Exec(ctx, c.sql.SQL(purgeSQL), before)
 	if err != nil {
-		return 0, fmt.Errorf(moduleName+": purging events before %s: %w", before.Format(time.RFC3339), err)
+		return 0, c.fail(err, "purging events before %s", before.Format(time.RFC3339))
 	}
 	return tag.RowsAffected(), nil
 }

@@ -209,6 +209,16 @@ func (c *Client) use() error {
 	return nil
 }
 
+// fail wraps an error of a call for the caller: it says what the call was
+// doing and, when Close ran while the call was in flight, also matches ErrClosed.
+func (c *Client) fail(err error, format string, args ...any) error {
+	err = fmt.Errorf(moduleName+": "+format+": %w", append(args, err)...)
+	if c.closed.Load() {
+		return errors.Join(ErrClosed, err)
+	}
+	return err
+}
+
 // pools counts the standalone pools open in this process per server, database
 // and user, to warn when a second one opens: each pool holds its own
 // connections, and a process should share one (WithManager).

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -291,6 +292,19 @@ func schemas(t *testing.T, dsn string) []string {
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	return names
+}
+
+// withApp returns dsn with application_name set, to find its connections in
+// pg_stat_activity.
+func withApp(t *testing.T, dsn, app string) string {
+	t.Helper()
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("application_name", app)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " application_name=" + app
 }
 
 // stdlibDB is a database/sql handle on dsn, as goose uses.

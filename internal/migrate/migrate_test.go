@@ -1,0 +1,253 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+const module = "mylib"
+
+// sqlFile is a migration file that creates one table.
+func sqlFile(table string) *fstest.MapFile {
+	return &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE {{tables." + table + "}} (id int);\n-- +goose Down\nDROP TABLE {{tables." + table + "}};\n")}
+}
+
+type run struct {
+	t    *testing.T
+	pool *pgxpool.Pool
+	logs *bytes.Buffer
+}
+
+func newRun(t *testing.T, opts ...func(*pgxpool.Config)) *run {
+	return &run{t: t, pool: pgtest.Pool(t, pgtest.DSN(t), opts...), logs: &bytes.Buffer{}}
+}
+
+func (r *run) up(fsys fstest.MapFS) (Result, error) {
+	r.t.Helper()
+	m, err := Load(module, fsys)
+	require.NoError(r.t, err)
+	return m.Up(context.Background(), r.pool, "lib", slog.New(slog.NewTextHandler(r.logs, nil)))
+}
+
+func (r *run) versions() []int64 {
+	r.t.Helper()
+	rows, err := r.pool.Query(context.Background(), "SELECT version_id FROM lib.mylib_goose_db_version WHERE version_id > 0 ORDER BY id")
+	require.NoError(r.t, err)
+	v, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(r.t, err)
+	return v
+}
+
+func (r *run) tableExists(name string) bool {
+	r.t.Helper()
+	var ok bool
+	require.NoError(r.t, r.pool.QueryRow(context.Background(), "SELECT to_regclass($1) IS NOT NULL", "lib."+name).Scan(&ok))
+	return ok
+}
+
+func TestUp_FailingMigrationKeepsThePreviousVersionAndNothingOfTheFile(t *testing.T) {
+	r := newRun(t)
+	files := fstest.MapFS{
+		"00001_a.sql": sqlFile("a"),
+		// The second statement fails: the first must not stay behind.
+		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.b}} (id int);\nINSERT INTO {{tables.nope}} VALUES (1);\n-- +goose Down\nDROP TABLE {{tables.b}};\n")},
+	}
+	res, err := r.up(files)
+	require.ErrorIs(t, err, ErrFailed)
+	require.ErrorContains(t, err, "00002_b.sql")
+	require.ErrorContains(t, err, `relation "lib.nope" does not exist`, "the server's message")
+	require.ErrorContains(t, err, "stays at version 1")
+	require.Equal(t, []string{"00001_a.sql"}, res.Applied)
+	require.Equal(t, []int64{1}, r.versions())
+	require.True(t, r.tableExists("a"))
+	require.False(t, r.tableExists("b"), "nothing of the failed file is left behind")
+
+	files["00002_b.sql"] = sqlFile("b") // fixed
+	res, err = r.up(files)
+	require.NoError(t, err)
+	require.Equal(t, []string{"00002_b.sql"}, res.Applied)
+	require.Equal(t, []int64{1, 2}, r.versions())
+	require.True(t, r.tableExists("b"))
+}
+
+// A file marked NO TRANSACTION runs statement by statement: when one fails,
+// the ones before it stay, and goose records no version. This is what the
+// marker gives up; it is needed only for statements such as
+// CREATE INDEX CONCURRENTLY that cannot run in a transaction.
+func TestUp_NoTransactionFileKeepsStatementsBeforeAFailure(t *testing.T) {
+	r := newRun(t)
+	files := fstest.MapFS{
+		"00001_a.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE TABLE {{tables.a}} (id int);\nINSERT INTO {{tables.nope}} VALUES (1);\n")},
+	}
+	_, err := r.up(files)
+	require.ErrorIs(t, err, ErrFailed)
+	require.True(t, r.tableExists("a"), "without a transaction the first statement stays")
+	require.Empty(t, r.versions())
+}
+
+func TestUp_DriftIsRefusedButWhitespaceIsNot(t *testing.T) {
+	r := newRun(t)
+	files := fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")}
+	_, err := r.up(files)
+	require.NoError(t, err)
+
+	// Line endings and trailing white space are not drift.
+	same := strings.ReplaceAll(string(files["00002_b.sql"].Data), "\n", "  \r\n") + "\n\n"
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": {Data: []byte(same)}})
+	require.NoError(t, err)
+
+	edited := fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.b}} (id bigint);\n")}}
+	_, err = r.up(edited)
+	require.ErrorIs(t, err, ErrDrift)
+	require.ErrorContains(t, err, "00002_b.sql")
+
+	// Drift is found on the fast path and under the lock alike: with a
+	// pending file as well, nothing of it is applied.
+	edited["00003_c.sql"] = sqlFile("c")
+	_, err = r.up(edited)
+	require.ErrorIs(t, err, ErrDrift)
+	require.False(t, r.tableExists("c"))
+}
+
+func TestUp_FileNumberedBelowTheAppliedVersionIsRefused(t *testing.T) {
+	r := newRun(t)
+	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
+	require.ErrorIs(t, err, ErrOutOfOrder)
+	require.ErrorContains(t, err, "00002_b.sql")
+	require.ErrorContains(t, err, "above 3")
+	require.False(t, r.tableExists("b"))
+}
+
+func TestUp_NewerDatabaseWarnsAndNeverMigratesDown(t *testing.T) {
+	r := newRun(t)
+	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	res, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")})
+	require.NoError(t, err, "an older replica during a rolling deploy starts")
+	require.EqualValues(t, 3, res.Version)
+	require.Contains(t, r.logs.String(), "level=WARN")
+	require.Contains(t, r.logs.String(), "newer version")
+	require.Equal(t, []int64{1, 2, 3}, r.versions())
+	require.True(t, r.tableExists("c"), "nothing migrated down")
+}
+
+func TestUp_AppliedVersionWithoutItsFileIsRefused(t *testing.T) {
+	r := newRun(t)
+	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	require.ErrorIs(t, err, ErrUnknownVersion)
+	require.ErrorContains(t, err, "version 2")
+}
+
+func TestUp_SchemaMigratedByPlainGooseGetsChecksums(t *testing.T) {
+	r := newRun(t)
+	files := fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")}
+	_, err := r.up(files)
+	require.NoError(t, err)
+	_, err = r.pool.Exec(context.Background(), "DROP TABLE lib.mylib_goose_checksums")
+	require.NoError(t, err)
+
+	res, err := r.up(files)
+	require.NoError(t, err)
+	require.Empty(t, res.Applied)
+	var n int
+	require.NoError(t, r.pool.QueryRow(context.Background(), "SELECT count(*) FROM lib.mylib_goose_checksums").Scan(&n))
+	require.Equal(t, 2, n)
+	require.Equal(t, []int64{1, 2}, r.versions())
+}
+
+func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *testing.T) {
+	r := newRun(t)
+	ctx := context.Background()
+	// Another migrator holds the lock.
+	holder, err := r.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(ctx)
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey(module, "lib"))
+	require.NoError(t, err)
+
+	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a")})
+	require.NoError(t, err)
+	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = m.Up(waitCtx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	took := time.Since(start)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "waiting for the migration lock")
+	require.Less(t, took, time.Second, "returns promptly after the context ends")
+	require.EqualValues(t, 1, r.pool.Stat().AcquiredConns(), "only the holder's connection is in use: the waiter released its own")
+
+	var locks int
+	require.NoError(t, holder.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").Scan(&locks))
+	require.Equal(t, 1, locks, "only the holder's lock is held")
+	require.NoError(t, holder.Rollback(ctx))
+
+	_, err = m.Up(ctx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	require.NoError(t, err, "once the holder is gone the next start migrates")
+}
+
+func TestUp_PoolOfOneConnection(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a")})
+	require.NoError(t, err)
+	log := slog.New(slog.DiscardHandler)
+
+	start := time.Now()
+	_, err = m.Up(context.Background(), one, "lib", log)
+	require.ErrorIs(t, err, ErrPoolTooSmall, "migrating needs two connections: fail fast rather than deadlock")
+	require.ErrorContains(t, err, "at least 2")
+	require.Less(t, time.Since(start), time.Second)
+
+	_, err = m.Up(context.Background(), pgtest.Pool(t, dsn), "lib", log)
+	require.NoError(t, err)
+	_, err = m.Up(context.Background(), one, "lib", log)
+	require.NoError(t, err, "an up-to-date schema needs one connection")
+}
+
+func TestLoad_BadFilesAreRefusedNamingTheFile(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fsys fstest.MapFS
+		says string
+	}{
+		"no files":          {fstest.MapFS{}, "no migration files"},
+		"no number":         {fstest.MapFS{"events.sql": sqlFile("a")}, "events.sql"},
+		"zero version":      {fstest.MapFS{"00000_a.sql": sqlFile("a")}, "00000_a.sql"},
+		"same version":      {fstest.MapFS{"00001_a.sql": sqlFile("a"), "1_b.sql": sqlFile("b")}, "both have version 1"},
+		"bad placeholder":   {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.a} (id int);\n")}}, "00001_a.sql"},
+		"unknown one":       {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{table.a}} (id int);\n")}}, "unknown placeholder"},
+		"uppercase table":   {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.A}} (id int);\n")}}, "lowercase"},
+		"unclosed at end":   {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nSELECT 1; {{")}}, "never closed"},
+		"stray close":       {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nSELECT 1 }}")}}, "without"},
+		"schema misspelled": {fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE SCHEMA {{schemas}};")}}, "unknown placeholder"},
+	} {
+		_, err := Load(module, tc.fsys)
+		require.ErrorContains(t, err, tc.says, name)
+	}
+}
+
+func TestChecksum_IgnoresLineEndingsAndTrailingSpace(t *testing.T) {
+	base := checksum([]byte("-- +goose Up\nCREATE TABLE t (id int);\n"))
+	require.Equal(t, base, checksum([]byte("-- +goose Up\r\nCREATE TABLE t (id int);  \r\n\r\n")))
+	require.Equal(t, base, checksum([]byte("-- +goose Up\t\nCREATE TABLE t (id int);")))
+	require.NotEqual(t, base, checksum([]byte("-- +goose Up\nCREATE TABLE t (id bigint);\n")))
+	require.NotEqual(t, base, checksum([]byte("-- +goose Up\n CREATE TABLE t (id int);\n")), "leading space is content")
+}
