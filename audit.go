@@ -107,14 +107,11 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 	if err := ev.check(); err != nil {
 		return Event{}, err
 	}
-	var data, at any
-	if ev.Data != nil {
-		data = string(ev.Data)
-	}
+	var at any // NULL: the database's now()
 	if !ev.At.IsZero() {
 		at = ev.At
 	}
-	err := q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, data, at).Scan(&ev.ID, &ev.At)
+	err := q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, ev.Data, at).Scan(&ev.ID, &ev.At)
 	if err != nil {
 		return Event{}, c.fail(err, "recording %s %s on %s", ev.Actor, ev.Action, ev.Subject)
 	}

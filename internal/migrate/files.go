@@ -24,6 +24,9 @@ type file struct {
 	version  int64
 	checksum string
 	stmt     *sqltmpl.Statement
+	// noTx: the file is marked NO TRANSACTION, so a failure keeps the
+	// statements before it.
+	noTx bool
 }
 
 // loadFiles reads every .sql file at the root of fsys, in version order. A file
@@ -56,7 +59,8 @@ func loadFiles(fsys fs.FS) ([]file, error) {
 		if err != nil {
 			return nil, fmt.Errorf("migration file %s: %w", name, err)
 		}
-		files = append(files, file{name: name, version: version, checksum: checksum(text), stmt: stmt})
+		files = append(files, file{name: name, version: version, checksum: checksum(text), stmt: stmt,
+			noTx: bytes.Contains(text, []byte("+goose NO TRANSACTION"))})
 	}
 	slices.SortFunc(files, func(a, b file) int { return cmp.Compare(a.version, b.version) })
 	return files, nil

@@ -125,6 +125,10 @@ func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (s
 				return
 			case <-t.C:
 				if _, err := h.conn.Exec(ctx, "SELECT 1"); err != nil {
+					if ctx.Err() != nil { // cancelled by the caller: not a lost lock
+						result <- nil
+						return
+					}
 					err = fmt.Errorf("%w: its transaction ended while migrating (%v); if a pooler sets idle_transaction_timeout, raise it above %s", ErrLockLost, err, heartbeat)
 					cancel(err)
 					result <- err

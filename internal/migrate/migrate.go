@@ -116,12 +116,21 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 		versionTable: schema + "." + m.versionTable,
 		stateSQL: `SELECT v.version_id, coalesce(c.checksum, '') FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
-		setupSQL: `CREATE TABLE IF NOT EXISTS ` + sums + ` (
-	version_id bigint PRIMARY KEY,
-	file_name text NOT NULL,
-	checksum text NOT NULL,
-	recorded_at timestamptz NOT NULL DEFAULT now()
-)`,
+		// One round trip under the lock. The schema is created only when
+		// missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
+		// even when the schema exists, which a role that owns only its schema
+		// does not have.
+		setupSQL: `DO $setup$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `) THEN
+		CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize() + `;
+	END IF;
+	CREATE TABLE IF NOT EXISTS ` + sums + ` (
+		version_id bigint PRIMARY KEY,
+		file_name text NOT NULL,
+		checksum text NOT NULL,
+		recorded_at timestamptz NOT NULL DEFAULT now()
+	);
+END $setup$`,
 		recordSQL: `INSERT INTO ` + sums + ` (version_id, file_name, checksum)
 SELECT f.version_id, f.file_name, f.checksum FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(version_id, file_name, checksum)
 WHERE f.version_id IN (SELECT version_id FROM ` + versions + ` WHERE is_applied)
@@ -181,15 +190,10 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 		}
 	}()
 
-	// Under the lock nobody else creates the schema or the checksum table;
-	// CREATE SCHEMA IF NOT EXISTS alone races, and needs CREATE on the
-	// database even when the schema exists, which a least-privileged role
-	// that owns only its schema does not have.
-	if err := ensureSchema(ctx, pool, schema); err != nil {
-		return Result{}, err
-	}
-	if _, err := pool.Exec(ctx, sf.setupSQL); err != nil {
-		return Result{}, fmt.Errorf("creating the checksum table in schema %q: %w", schema, err)
+	// Under the lock nobody else creates the schema or the checksum table:
+	// CREATE SCHEMA IF NOT EXISTS alone races (duplicate key on pg_namespace).
+	if _, err := pool.Exec(ctx, sf.setupSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return Result{}, fmt.Errorf("creating schema %q and its checksum table (to create the schema the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
 	}
 	st, err := m.readState(ctx, pool, sf)
 	if err != nil && !isMissing(err) {
@@ -201,7 +205,7 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	}
 	res.Version = p.version
 	if len(p.pending) > 0 {
-		res, err = m.run(ctx, pool, h, sf, schema, log)
+		res, err = m.run(ctx, pool, h, sf, schema, p.version, log)
 	}
 	// Record checksums of whatever is applied now, even after a failure: the
 	// files that did apply are the ones to hold the schema to.
@@ -215,7 +219,8 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	return res, err
 }
 
-func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, log *slog.Logger) (Result, error) {
+// run applies the pending files with goose; version is the schema's version before.
+func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
 	start := time.Now()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
@@ -239,18 +244,20 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 	}
 	for _, r := range results {
 		res.Applied = append(res.Applied, r.Source.Path)
+		version = max(version, r.Source.Version)
 	}
-	version, verr := provider.GetDBVersion(context.WithoutCancel(ctx))
-	if verr == nil {
-		res.Version = version
-	}
+	res.Version = version
 	switch {
 	case lost != nil:
 		return res, fmt.Errorf("migrating schema %q: %w", schema, lost)
 	case partial != nil:
 		f := m.byVersion[partial.Failed.Source.Version]
-		return res, fmt.Errorf("%w: %s in schema %q: %v; the schema stays at version %d and nothing of %s was kept; fix the file and start again",
-			ErrFailed, f.name, schema, partial.Err, res.Version, f.name)
+		kept := "nothing of it was kept; fix the file and start again"
+		if f.noTx {
+			kept = "it is marked NO TRANSACTION, so its statements before the failing one were kept: undo or finish them by hand, fix the file and start again"
+		}
+		return res, fmt.Errorf("%w: %s in schema %q: %v; the schema stays at version %d and %s",
+			ErrFailed, f.name, schema, partial.Err, res.Version, kept)
 	case upErr != nil:
 		return res, fmt.Errorf("migrating schema %q: %w", schema, upErr)
 	}
@@ -271,26 +278,14 @@ func (m *Migrations) record(ctx context.Context, h *held, sf *schemaFiles) error
 	return err
 }
 
-func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
-		return fmt.Errorf("looking up schema %q: %w", schema, err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-		return fmt.Errorf("creating schema %q (the role needs CREATE on the database, or a host can create the schema and grant it): %w", schema, err)
-	}
-	return nil
-}
-
 // state is what the database says is applied: version -> checksum ("" when
 // none was recorded, e.g. a schema first migrated by plain goose).
 type state map[int64]string
 
 func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
-	rows, err := pool.Query(ctx, sf.stateSQL)
+	// Simple protocol: one round trip, and no prepared statement left in
+	// every connection's cache for a query run once per start.
+	rows, err := pool.Query(ctx, sf.stateSQL, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +360,11 @@ func (m *Migrations) plan(st state, schema string) (plan, error) {
 	slices.Sort(p.newer)
 	return p, nil
 }
+
+// quoteLiteral quotes s as an SQL string literal. Schema names are validated
+// identifiers, so this only ever doubles nothing; it is here so the rule does
+// not depend on that.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // Describe lists the files, for messages and the command's report.
 func (m *Migrations) Describe() string {

@@ -95,6 +95,7 @@ func TestUp_NoTransactionFileKeepsStatementsBeforeAFailure(t *testing.T) {
 	}
 	_, err := r.up(files)
 	require.ErrorIs(t, err, ErrFailed)
+	require.ErrorContains(t, err, "marked NO TRANSACTION, so its statements before the failing one were kept")
 	require.True(t, r.tableExists("a"), "without a transaction the first statement stays")
 	require.Empty(t, r.versions())
 }
