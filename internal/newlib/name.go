@@ -63,8 +63,8 @@ func checkName(modulePath string, clashes map[string]string) error {
 	if problem == "" {
 		return nil
 	}
-	msg := fmt.Sprintf("cannot name the library %q (from %s): %s; the last element of the module path becomes the package name, the default schema and the version table <schema>.%s, so it must be a lowercase Go identifier matching ^[a-z_][a-z0-9_]*$ of at most %d bytes",
-		name, modulePath, problem, migrate.VersionTable(name), maxNameLen)
+	msg := fmt.Sprintf("cannot name the library %q (the last element of %s): %s. The name becomes the package name, the default schema and the prefix of the version table, so it must be a lowercase Go identifier (^[a-z_][a-z0-9_]*$, at most %d bytes)",
+		name, modulePath, problem, maxNameLen)
 	var paths []string
 	for _, s := range suggestNames(name) {
 		if _, clash := clashes[s]; !clash {
@@ -80,12 +80,16 @@ func checkName(modulePath string, clashes map[string]string) error {
 // nameProblem says why name cannot name a library, or returns "".
 func nameProblem(name string) string {
 	switch {
-	case !token.IsIdentifier(name):
-		return "it is not a Go identifier"
-	case sqltmpl.ValidateSchema(name) != nil:
-		return "it is not a valid schema name (" + strings.TrimPrefix(sqltmpl.ValidateSchema(name).Error(), sqltmpl.ErrSchemaName.Error()+" ") + ")"
 	case token.IsKeyword(name):
 		return "it is a Go keyword"
+	case !token.IsIdentifier(name):
+		return "it is not a Go identifier"
+	case strings.ToLower(name) != name:
+		return "it has uppercase letters, and schema names are kept lowercase so that quoted and unquoted SQL agree"
+	case strings.HasPrefix(name, "pg_"):
+		return "PostgreSQL reserves schema names starting with pg_"
+	case sqltmpl.ValidateSchema(name) != nil:
+		return "it cannot be a schema name: " + strings.TrimPrefix(sqltmpl.ValidateSchema(name).Error(), sqltmpl.ErrSchemaName.Error()+" ")
 	case types.Universe.Lookup(name) != nil:
 		return "it is a predeclared Go identifier, which every file importing the library would lose"
 	case name == "main":
@@ -116,14 +120,18 @@ func suggestNames(name string) []string {
 			add(joinSeparated(rest, ""))
 		}
 	}
+	add(strings.TrimSuffix(strings.TrimPrefix(lower, "pg_"), "_test"))
 	add(joinSeparated(lower, "_"))
 	add(joinSeparated(lower, ""))
 	if len(out) == 0 {
-		// Valid characters, but a keyword, a predeclared name, main, a digit first...
+		// A keyword, a predeclared name, main, a leading digit: add a word.
 		base := joinSeparated(lower, "_")
-		add(base + "lib")
-		add(base + "db")
-		add("lib" + base)
+		if base != "" && base[0] >= '0' && base[0] <= '9' {
+			add("lib" + base)
+		} else {
+			add(base + "lib")
+			add(base + "db")
+		}
 	}
 	return out
 }
