@@ -2,7 +2,9 @@
 // tests: a fresh cluster in a temporary directory, reachable only through its own unix socket, with
 // durability turned off for speed, and removed by Stop.
 //
-// Start costs about one second (initdb dominates). Run as root, the server runs as the OS user postgres
+// The first Start on a machine runs initdb (about a second of CPU) and keeps a copy of the new cluster
+// in the user's cache directory (pgtemp/ there, about 40 MB; delete it at will); later Starts copy it,
+// which is several times faster. Run as root, the server runs as the OS user postgres
 // (initdb refuses root). On Linux the server dies with the process that started it, even on SIGKILL; a
 // directory left behind that way is removed by a later Start.
 package pgtemp
@@ -19,6 +21,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -194,7 +197,8 @@ func (s *Server) Restart(ctx context.Context) error {
 	return s.launch(ctx)
 }
 
-// initdb prepares the directory and creates the cluster in dataDir.
+// initdb prepares the directory and fills dataDir with a new cluster: a copy of a cached one when there
+// is one (see cache.go), else one made by initdb, which is then cached.
 func (s *Server) initdb(ctx context.Context) error {
 	owner := []byte(strconv.Itoa(os.Getpid()) + "\n")
 	if err := os.WriteFile(filepath.Join(s.dir, ownerFile), owner, 0o644); err != nil {
@@ -203,23 +207,38 @@ func (s *Server) initdb(ctx context.Context) error {
 	if err := os.Mkdir(s.sockDir, 0o700); err != nil {
 		return fmt.Errorf("pgtemp: create the socket directory: %w", err)
 	}
-	if s.user != nil {
-		err := filepath.WalkDir(s.dir, func(path string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(path, int(s.user.uid), int(s.user.gid))
-		})
-		if err != nil {
-			return fmt.Errorf("pgtemp: hand %s to the OS user %s: %w", s.dir, s.user.name, err)
+	if cached := cachedCluster(s.bin); cached != "" {
+		if err := copyTree(cached, s.dataDir); err == nil {
+			return s.handOver()
 		}
+		_ = os.RemoveAll(s.dataDir) // a broken copy costs a fresh initdb, nothing more
 	}
-	cmd := exec.CommandContext(ctx, s.bin.initdb,
-		"--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "-D", s.dataDir)
+	if err := s.handOver(); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, s.bin.initdb, slices.Concat(initdbArgs, []string{"-D", s.dataDir})...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	cmd.SysProcAttr = s.procAttr()
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pgtemp: %s failed: %w; its last output:\n%s", s.bin.initdb, err, s.log.tail())
+	}
+	saveCluster(s.bin, s.dataDir)
+	return nil
+}
+
+// handOver gives the server's OS user everything in the directory, when pgtemp runs as root.
+func (s *Server) handOver() error {
+	if s.user == nil {
+		return nil
+	}
+	err := filepath.WalkDir(s.dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, int(s.user.uid), int(s.user.gid))
+	})
+	if err != nil {
+		return fmt.Errorf("pgtemp: hand %s to the OS user %s: %w", s.dir, s.user.name, err)
 	}
 	return nil
 }

@@ -210,16 +210,58 @@ func TestHelperProcess(t *testing.T) {
 	os.Exit(3) // not reached: the parent kills this process
 }
 
-// BenchmarkServerStart measures Start (initdb, postgres, first connection) followed by Stop.
+func TestStart_CopiesTheClusterInitdbMadeFirst(t *testing.T) {
+	cache := t.TempDir()
+	useClusterCache(t, func() (string, error) { return cache, nil })
+	const initdbSays = "The files belonging to this database system"
+
+	var first, second syncBuffer
+	start(t, WithLogOutput(&first))
+	entries, err := os.ReadDir(cache)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "the first Start keeps one copy")
+	require.FileExists(t, filepath.Join(cache, entries[0].Name(), "PG_VERSION"))
+	require.Contains(t, first.String(), initdbSays)
+
+	s := start(t, WithLogOutput(&second))
+	require.NotContains(t, second.String(), initdbSays, "the second Start ran initdb")
+	var one int
+	require.NoError(t, connect(t, s.DSN()).QueryRow(t.Context(), "SELECT 1").Scan(&one))
+	_, err = os.Stat(filepath.Join(cache, entries[0].Name(), "postmaster.pid"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the cached copy must never be started")
+}
+
+// BenchmarkServerStart measures Start (a cluster, the postmaster, a first connection) followed by Stop:
+// with initdb, as on a machine's first Start, and from the cached copy, as on every later one.
 func BenchmarkServerStart(b *testing.B) {
 	if _, err := findBinaries(); err != nil {
 		noBinaries(b, err)
 	}
-	for b.Loop() {
-		s, err := Start(b.Context())
+	run := func(b *testing.B) {
+		for b.Loop() {
+			s, err := Start(b.Context())
+			require.NoError(b, err)
+			require.NoError(b, s.Stop())
+		}
+	}
+	b.Run("initdb", func(b *testing.B) {
+		useClusterCache(b, func() (string, error) { return "", errors.New("no cache") })
+		run(b)
+	})
+	b.Run("cached", func(b *testing.B) {
+		cache := b.TempDir()
+		useClusterCache(b, func() (string, error) { return cache, nil })
+		s, err := Start(b.Context()) // fills the cache
 		require.NoError(b, err)
 		require.NoError(b, s.Stop())
-	}
+		run(b)
+	})
+}
+
+func useClusterCache(t testing.TB, dir func() (string, error)) {
+	saved := clusterCacheDir
+	clusterCacheDir = dir
+	t.Cleanup(func() { clusterCacheDir = saved })
 }
 
 // start starts a server stopped at the end of the test; without binaries it fails under CI=true and
