@@ -1,0 +1,166 @@
+// Package pgtest gives every test a fresh PostgreSQL database of its own, dropped when the test ends.
+//
+// The databases live on one server per test binary, found in this order:
+//
+//  1. TEST_DATABASE_URL, a server you point at; pgtest creates and drops only databases named pgtest_*
+//     there, and keeps its templates (pgtest_tpl_*) for the next run;
+//  2. a throwaway server started from the PostgreSQL binaries on this machine (package pgtemp: PGTEMP_BIN,
+//     PATH, the usual install locations), stopped when the tests end;
+//  3. a postgres container, when a Docker daemon answers.
+//
+// When there is none, a test that needs a database fails under CI=true and is skipped otherwise, with a
+// message that says how to provide one. A package that uses pgtest needs a TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//
+// A database is a clone of a template database, which costs tens of milliseconds; TemplateDSN builds a
+// template once (for example by running migrations) and clones it for every test.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgdual/mylib/internal/pgtemp"
+)
+
+// Main runs the tests, then stops the server this test binary started (a pgtemp server or a Docker
+// container; a TEST_DATABASE_URL server is left running). Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func Main(m *testing.M) int {
+	code := m.Run()
+	if err := closeBackend(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: stopping the test server:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// DSN creates an empty database for this test and returns its connection string, as a user who owns
+// it. The database is dropped when the test ends, its sessions ended first. Safe with t.Parallel.
+func DSN(t testing.TB) string {
+	t.Helper()
+	return database(t, "empty", nil)
+}
+
+// TemplateDSN is DSN for a database that starts as a copy of a template: setup prepares the template
+// once per key (it gets the template's own DSN and must close its connections before it returns) and
+// every call clones it. The template is kept on the server, so use a key that changes whenever setup's
+// result would, such as a hash of the migration files. Concurrent test binaries on one server build a
+// key's template once between them.
+func TemplateDSN(t testing.TB, key string, setup SetupFunc) string {
+	t.Helper()
+	if key == "" || setup == nil {
+		t.Fatal("pgtest: TemplateDSN needs a key and a setup function; use DSN for an empty database")
+	}
+	return database(t, "setup "+key, setup)
+}
+
+// AdminDSN returns the connection string of the server's maintenance database as the user pgtest
+// creates databases with (a superuser, except on a TEST_DATABASE_URL server that says otherwise), for
+// tests that create roles or look at the whole server. Clean up whatever you create there.
+func AdminDSN(t testing.TB) string {
+	t.Helper()
+	return server(t).adminDSN
+}
+
+// Pool opens a pool on dsn, changed by opts before it connects, and closes it when the test ends.
+func Pool(t testing.TB, dsn string, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal("pgtest: Pool: not a valid connection string") // pgx's error quotes the DSN, password included
+	}
+	for _, opt := range opts {
+		opt(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("pgtest: Pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Restartable starts a server for this test alone, which it may restart (Restart) to see how clients
+// survive; it returns the server and the DSN of its database postgres, and stops it when the test ends.
+// It needs the PostgreSQL binaries on this machine (a TEST_DATABASE_URL or Docker server cannot be
+// restarted from a test): without them the test fails under CI=true and is skipped otherwise.
+func Restartable(t testing.TB) (*pgtemp.Server, string) {
+	t.Helper()
+	srv, err := pgtemp.Start(t.Context())
+	if errors.Is(err, pgtemp.ErrNoBinaries) {
+		unavailable(t, "pgtest: this test restarts its server, which needs the PostgreSQL server binaries on this machine: "+
+			err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return srv, srv.DSN()
+}
+
+// database clones the template for key into a database for t and drops it when t ends.
+func database(t testing.TB, key string, setup SetupFunc) string {
+	t.Helper()
+	b := server(t)
+	template, err := b.template(key, setup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	defer cancel()
+	name, err := b.createDatabase(ctx, t.Name(), template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+		defer cancel()
+		if err := b.drop(ctx, b.admin, name); err != nil {
+			t.Error(err)
+		}
+	})
+	return ConnDSN(b.adminDSN, name)
+}
+
+// server returns this binary's backend, or ends the test when there is none.
+func server(t testing.TB) *backend {
+	t.Helper()
+	b, err := current()
+	if u := (*unavailableError)(nil); errors.As(err, &u) {
+		unavailable(t, err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.noteOnce.Do(func() {
+		if b.note != "" {
+			t.Log(b.note)
+		}
+	})
+	return b
+}
+
+// unavailable fails the test under CI (a CI run must not pass without its database tests) and skips it
+// elsewhere, saying why either way.
+func unavailable(t testing.TB, msg string) {
+	t.Helper()
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
