@@ -30,8 +30,9 @@ type copied struct {
 	name      string // the new library's name
 	dir       string // absolute
 	files     int
-	moved     [][2]string // directories and files whose path changed: from, to
-	untracked []string    // files in the template's work tree that git does not track
+	moved     [][2]string       // directories and files whose path changed: from, to
+	untracked []string          // files in the template's work tree that git does not track
+	aliases   map[string]string // files that import the library under another name: the name
 	todo      todo
 }
 
@@ -73,22 +74,19 @@ func generate(root, newPath, dir string) (*copied, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing the template's files: %w", err)
 	}
-	clashes, err := importClashes(root, src.paths, oldPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName(newPath, clashes); err != nil {
+	if err := checkName(newPath); err != nil {
 		return nil, err
 	}
 	if err := checkEmpty(dir); err != nil {
 		return nil, err
 	}
 
-	out, err := rewriteAll(root, src.paths, r)
+	aliases := importAliases(root, src.paths, r)
+	out, err := rewriteAll(root, src.paths, r, aliases)
 	if err != nil {
 		return nil, err
 	}
-	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked}
+	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked, aliases: aliases}
 	res.moved = moves(src.paths, r)
 	res.todo = planTodo(src.paths)
 	res.todo.constFile, res.todo.constLine = c.file, c.line // rewriting keeps lines in place
@@ -134,7 +132,7 @@ type output struct {
 
 // rewriteAll reads the template's files and rewrites each by kind, keyed by
 // its new path.
-func rewriteAll(root string, paths []string, r renamer) (map[string]output, error) {
+func rewriteAll(root string, paths []string, r renamer, aliases map[string]string) (map[string]output, error) {
 	out := make(map[string]output, len(paths))
 	from := make(map[string]string, len(paths))
 	for _, p := range paths {
@@ -154,7 +152,7 @@ func rewriteAll(root string, paths []string, r renamer) (map[string]output, erro
 			if err != nil {
 				return nil, err
 			}
-			o = output{data: rewriteFile(p, data, r), mode: fi.Mode().Perm()}
+			o = output{data: rewriteFile(p, data, r, aliases[p]), mode: fi.Mode().Perm()}
 		default:
 			continue // a submodule or a special file: nothing to copy
 		}
@@ -168,15 +166,16 @@ func rewriteAll(root string, paths []string, r renamer) (map[string]output, erro
 	return out, nil
 }
 
-// rewriteFile rewrites one file's content according to its kind.
-func rewriteFile(p string, data []byte, r renamer) []byte {
+// rewriteFile rewrites one file's content according to its kind. A Go file
+// with an alias imports the library under that name.
+func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
 	switch base := path.Base(p); {
 	case base == "go.sum":
 		return data
 	case base == "go.mod":
 		return r.modFile(data)
 	case strings.HasSuffix(base, ".go"):
-		return r.goSource(p, data)
+		return r.goSource(p, data, alias)
 	case utf8.Valid(data) && !bytes.ContainsRune(data, 0):
 		return []byte(r.text(string(data)))
 	}
@@ -284,43 +283,116 @@ func findModuleName(root string) (moduleNameConst, error) {
 	return moduleNameConst{}, nil
 }
 
-// importClashes maps the name of every package imported by a Go file that
-// also imports the template's root package to one such file: the new library
-// cannot take that name.
-func importClashes(root string, paths []string, rootImport string) (map[string]string, error) {
-	clashes := map[string]string{}
+// importAliases finds the Go files that must import the new library under
+// another name, because they already use the new name for something else (an
+// import, a variable, a parameter...) or their package declares it, and
+// chooses that name for each.
+func importAliases(root string, paths []string, r renamer) map[string]string {
+	type goFile struct {
+		path string
+		pkg  string // directory and package name
+		used map[string]bool
+	}
+	var importers []goFile
+	declared := map[string]map[string]bool{} // package-level names, by package
 	fset := token.NewFileSet()
 	for _, p := range paths {
 		if !strings.HasSuffix(p, ".go") {
 			continue
 		}
-		f, err := parser.ParseFile(fset, filepath.Join(root, filepath.FromSlash(p)), nil, parser.ImportsOnly)
+		f, err := parser.ParseFile(fset, filepath.Join(root, filepath.FromSlash(p)), nil, parser.SkipObjectResolution)
 		if err != nil {
-			continue // not ours to judge; go build will
+			continue // a file that does not parse is go build's to judge
 		}
-		var names []string
-		importsRoot := false
-		for _, imp := range f.Imports {
-			ip, _ := strconv.Unquote(imp.Path.Value)
-			switch {
-			case ip == rootImport && imp.Name == nil:
-				importsRoot = true
-			case imp.Name != nil:
-				names = append(names, imp.Name.Name)
-			default:
-				names = append(names, importName(ip))
-			}
+		pkg := path.Dir(p) + " " + f.Name.Name
+		if declared[pkg] == nil {
+			declared[pkg] = map[string]bool{}
 		}
-		if !importsRoot {
+		for _, name := range topLevelNames(f) {
+			declared[pkg][name] = true
+		}
+		if importsUnnamed(f, r.oldPath) {
+			importers = append(importers, goFile{path: p, pkg: pkg, used: namesUsed(f, r.oldPath)})
+		}
+	}
+	aliases := map[string]string{}
+	for _, f := range importers {
+		taken := func(name string) bool { return f.used[name] || declared[f.pkg][name] }
+		if !taken(r.newName) {
 			continue
 		}
-		for _, n := range names {
-			if _, seen := clashes[n]; !seen && n != "_" && n != "." {
-				clashes[n] = p
+		alias := r.newName + "lib"
+		for i := 2; taken(alias) || nameProblem(alias) != ""; i++ {
+			alias = r.newName + "lib" + strconv.Itoa(i)
+		}
+		aliases[f.path] = alias
+	}
+	return aliases
+}
+
+// namesUsed lists the names a file gives its imports (but rootImport's) and
+// every identifier in it but selected fields and methods: any of them can
+// hide a package.
+func namesUsed(f *ast.File, rootImport string) map[string]bool {
+	used := map[string]bool{}
+	for _, imp := range f.Imports {
+		switch ip, _ := strconv.Unquote(imp.Path.Value); {
+		case imp.Name != nil:
+			used[imp.Name.Name] = true
+		case ip != rootImport:
+			used[importName(ip)] = true
+		}
+	}
+	selected := map[*ast.Ident]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok {
+			selected[sel.Sel] = true
+		}
+		return true
+	})
+	ast.Inspect(f, func(n ast.Node) bool {
+		if id, ok := n.(*ast.Ident); ok && id != f.Name && !selected[id] {
+			used[id.Name] = true
+		}
+		return true
+	})
+	return used
+}
+
+// topLevelNames lists what a file declares in its package's scope, which
+// no file of the package may also import as.
+func topLevelNames(f *ast.File) []string {
+	var names []string
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			if d.Recv == nil {
+				names = append(names, d.Name.Name)
+			}
+		case *ast.GenDecl:
+			for _, spec := range d.Specs {
+				switch spec := spec.(type) {
+				case *ast.ValueSpec:
+					for _, n := range spec.Names {
+						names = append(names, n.Name)
+					}
+				case *ast.TypeSpec:
+					names = append(names, spec.Name.Name)
+				}
 			}
 		}
 	}
-	return clashes, nil
+	return names
+}
+
+// importsUnnamed reports whether f imports path under its own name.
+func importsUnnamed(f *ast.File, path string) bool {
+	for _, imp := range f.Imports {
+		if ip, _ := strconv.Unquote(imp.Path.Value); ip == path && imp.Name == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // importName guesses the name a package is known by from its import path:

@@ -50,16 +50,10 @@ var maxNameLen = 63 - len(migrate.VersionTable(""))
 
 // checkName refuses a library name that cannot be all it becomes: the root
 // package's name, the default schema and the prefix of the version table.
-// clashes maps the names of packages imported beside the library to a file
-// that imports them. The error proposes names that would do.
-func checkName(modulePath string, clashes map[string]string) error {
+// The error proposes names that would do.
+func checkName(modulePath string) error {
 	name := libraryName(modulePath)
 	problem := nameProblem(name)
-	if problem == "" {
-		if file, ok := clashes[name]; ok {
-			problem = fmt.Sprintf("%s imports both the library and a package named %s, so the two names would collide", file, name)
-		}
-	}
 	if problem == "" {
 		return nil
 	}
@@ -67,9 +61,7 @@ func checkName(modulePath string, clashes map[string]string) error {
 		name, modulePath, problem, maxNameLen)
 	var paths []string
 	for _, s := range suggestNames(name) {
-		if _, clash := clashes[s]; !clash {
-			paths = append(paths, withName(modulePath, s))
-		}
+		paths = append(paths, withName(modulePath, s))
 	}
 	if len(paths) > 0 {
 		msg += "; use " + strings.Join(paths, " or ")

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"go/format"
+	"go/parser"
 	"go/scanner"
 	"go/token"
 	"path"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -88,15 +90,20 @@ func (r renamer) path(p string) string {
 
 // goSource rewrites the identifiers, literals and comments of a Go file,
 // leaving keywords, operators and layout alone, then formats the result so
-// that columns aligned around a renamed word stay aligned. A file that does
-// not scan or format is rewritten as text.
-func (r renamer) goSource(name string, src []byte) []byte {
+// that columns aligned around a renamed word stay aligned. With an alias, the
+// file imports the library under that name and qualifies with it. A file
+// that does not scan is rewritten as text.
+func (r renamer) goSource(name string, src []byte, alias string) []byte {
 	fset := token.NewFileSet()
 	file := fset.AddFile(name, -1, len(src))
 	var sc scanner.Scanner
 	failed := false
 	sc.Init(file, src, func(token.Position, string) { failed = true }, scanner.ScanComments)
 
+	importAt := -1 // the offset of the library's import path, when aliased
+	if alias != "" {
+		importAt = importOffset(src, r.oldPath)
+	}
 	var out bytes.Buffer
 	last := 0
 	for {
@@ -109,8 +116,15 @@ func (r renamer) goSource(name string, src []byte) []byte {
 		}
 		start := file.Offset(pos)
 		end := tokenEnd(src, start, lit)
+		text := r.text(string(src[start:end]))
+		switch {
+		case alias != "" && tok == token.IDENT && lit == r.oldName:
+			text = alias
+		case start == importAt:
+			text = alias + " " + text
+		}
 		out.Write(src[last:start])
-		out.WriteString(r.text(string(src[start:end])))
+		out.WriteString(text)
 		last = end
 	}
 	out.Write(src[last:])
@@ -124,6 +138,22 @@ func (r renamer) goSource(name string, src []byte) []byte {
 		return formatted
 	}
 	return out.Bytes()
+}
+
+// importOffset returns the offset of the string that imports path in a Go
+// file, or -1.
+func importOffset(src []byte, path string) int {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "", src, parser.ImportsOnly)
+	if err != nil {
+		return -1
+	}
+	for _, imp := range f.Imports {
+		if p, _ := strconv.Unquote(imp.Path.Value); p == path && imp.Name == nil {
+			return fset.Position(imp.Path.Pos()).Offset
+		}
+	}
+	return -1
 }
 
 // tokenEnd returns the offset just past the token at src[start:] whose

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/pgdual/mylib/internal/migrate"
@@ -71,6 +73,10 @@ func printNextSteps(w io.Writer, c *copied) {
 	fmt.Fprintf(w, "  package %s, default schema %q, version table <schema>.%s\n", c.name, c.name, migrate.VersionTable(c.name))
 	for _, m := range c.moved {
 		fmt.Fprintf(w, "  renamed %s -> %s\n", m[0], m[1])
+	}
+	files := slices.Sorted(maps.Keys(c.aliases))
+	for _, f := range files {
+		fmt.Fprintf(w, "  %s imports the library as %s: it already uses the name %s for something else\n", f, c.aliases[f], c.name)
 	}
 	replace, keep, never := c.steps()
 	fmt.Fprintf(w, "\nNext:\n  cd %s\n  go test ./...    (tests start a throwaway PostgreSQL from local binaries, or use TEST_DATABASE_URL)\n", c.dir)

@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"go/scanner"
+	"go/token"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// insideCopy is set in the environment of the go test run inside a copy, whose
+// own copy of this test then skips copying again: this run already covers it.
+const insideCopy = "NEWLIB_TESTING_A_COPY"
+
+// The second library the tests make: a name of its own, even in a copy of a
+// copy that took this name.
+func secondLibrary(t *testing.T) (path, name string) {
+	name = "billing"
+	if name == templateName(t) {
+		name += "_copy"
+	}
+	return "example.com/acme/" + name, name
+}
+
+func templateDir(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	root, ok := moduleRoot(wd)
+	require.True(t, ok, "no go.mod above %s", wd)
+	return root
+}
+
+func templatePath(t *testing.T) string {
+	t.Helper()
+	p, err := readModulePath(templateDir(t))
+	require.NoError(t, err)
+	return p
+}
+
+func templateName(t *testing.T) string { return libraryName(templatePath(t)) }
+
+func TestRun_Refuses(t *testing.T) {
+	full := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(full, "keep.txt"), []byte("mine"), 0o644))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a non-empty directory", []string{"example.com/acme/billing", full}, "is not empty"},
+		{"a name that is not an identifier", []string{"github.com/acme/go-billing", filepath.Join(t.TempDir(), "x")}, "github.com/acme/billing or"},
+		{"a keyword", []string{"example.com/acme/func", filepath.Join(t.TempDir(), "x")}, "Go keyword"},
+		{"a name that is not a schema name", []string{"example.com/acme/pg_billing", filepath.Join(t.TempDir(), "x")}, "pg_"},
+		{"a missing directory argument", []string{"example.com/acme/billing"}, "wrong arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(tc.args, &stdout, &stderr)
+			require.ErrorContains(t, err, tc.want)
+			if len(tc.args) == 2 && tc.args[1] != full {
+				require.NoDirExists(t, tc.args[1], "nothing is written when refusing")
+			}
+		})
+	}
+	entries, err := os.ReadDir(full)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "a non-empty directory is left alone")
+}
+
+// TestGenerate_LeavesNoTraceOfTheTemplateName checks every Go token and text
+// line of a fresh copy for the template's name.
+func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
+	oldPath, oldName := templatePath(t), templateName(t)
+	newPath, name := secondLibrary(t)
+	dir := filepath.Join(t.TempDir(), name)
+	c, err := generate(templateDir(t), newPath, dir)
+	require.NoError(t, err)
+
+	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	require.NoError(t, err)
+	require.Equal(t, newPath, modulePath(gomod))
+	mn, err := findModuleName(dir)
+	require.NoError(t, err)
+	require.Equal(t, moduleNameConst{found: true, value: name, file: "lib.go", line: mn.line}, mn)
+	if _, err := os.Stat(filepath.Join(templateDir(t), "cmd", oldName)); err == nil {
+		require.DirExists(t, filepath.Join(dir, "cmd", name))
+		require.NoDirExists(t, filepath.Join(dir, "cmd", oldName))
+	}
+	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(readme), "# "+name+"\n"), "README title")
+	require.Contains(t, string(readme), noteStart)
+
+	r := renamer{oldPath: oldPath, oldName: oldName}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		switch {
+		case rel == "go.sum":
+		case strings.HasSuffix(p, ".go"):
+			for _, tok := range goTokensNaming(rel, data, r) {
+				t.Errorf("%s: %s", rel, tok)
+			}
+		default:
+			for n, line := range strings.Split(string(data), "\n") {
+				if rel == "README.md" && strings.Contains(line, "Made from the template `"+oldPath+"`") {
+					continue
+				}
+				if r.text(line) != line {
+					t.Errorf("%s:%d: %s", rel, n+1, line)
+				}
+			}
+		}
+		return nil
+	}))
+	require.Equal(t, c.files, countFiles(t, dir))
+}
+
+// goTokensNaming lists the tokens of a Go file that hold the template's name
+// as a word, or inside an identifier in any case.
+func goTokensNaming(file string, src []byte, r renamer) []string {
+	fset := token.NewFileSet()
+	var sc scanner.Scanner
+	sc.Init(fset.AddFile(file, -1, len(src)), src, nil, scanner.ScanComments)
+	var found []string
+	for {
+		pos, tok, lit := sc.Scan()
+		if tok == token.EOF {
+			return found
+		}
+		word := r.text(lit) != lit
+		inIdent := tok == token.IDENT && strings.Contains(strings.ToLower(lit), strings.ToLower(r.oldName))
+		if word || inIdent {
+			found = append(found, fset.Position(pos).String()+": "+lit)
+		}
+	}
+}
+
+func countFiles(t *testing.T, dir string) int {
+	n := 0
+	require.NoError(t, filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	}))
+	return n
+}
+
+// TestCopy makes a second library from the template, as a user would, and
+// checks that it builds and passes its own tests with no edit, that it can be
+// copied in turn, and that a host can run both libraries on one pool.
+func TestCopy(t *testing.T) {
+	skipUnlessSlow(t)
+	newPath, name := secondLibrary(t)
+	dir := filepath.Join(t.TempDir(), name)
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, run([]string{newPath, dir}, &stdout, &stderr), stderr.String())
+
+	t.Run("says what is left to do", func(t *testing.T) {
+		for _, want := range []string{
+			"Made " + newPath + " in " + dir,
+			"cd " + dir,
+			"go test ./...",
+			"audit.go",
+			"migrations/*.sql",
+			"README.md",
+			"Never change moduleName (lib.go line",
+			migrate.VersionTable(name),
+		} {
+			require.Contains(t, stdout.String(), want)
+		}
+	})
+
+	t.Run("builds and vets", func(t *testing.T) {
+		goCommand(t, dir, nil, "build", "./...")
+		goCommand(t, dir, nil, "vet", "./...")
+	})
+
+	t.Run("passes its own tests", func(t *testing.T) {
+		// The copy's tests make their databases on this test's server.
+		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "./...")
+	})
+
+	t.Run("can be copied again", func(t *testing.T) {
+		third := filepath.Join(t.TempDir(), "ledger")
+		c, err := generate(dir, "example.com/acme/ledger/v2", third)
+		require.NoError(t, err)
+		require.Equal(t, "ledger", c.name)
+		mn, err := findModuleName(third)
+		require.NoError(t, err)
+		require.Equal(t, "ledger", mn.value)
+		goCommand(t, third, nil, "vet", "./...")
+	})
+
+	t.Run("shares one host pool with the template", func(t *testing.T) {
+		testHostWithTwoLibraries(t, dir, newPath, name)
+	})
+}
+
+func skipUnlessSlow(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: copying the template and building the copy takes tens of seconds")
+	}
+	if os.Getenv(insideCopy) != "" {
+		t.Skip("this library is a copy under test by its template's newlib test, which covers copying it")
+	}
+}
+
+// goCommand runs the go command in dir and fails the test with its output.
+func goCommand(t *testing.T, dir string, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go %s in %s:\n%s", strings.Join(args, " "), dir, out)
+	t.Logf("go %s: %s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
+	return string(out)
+}
+
+// host is a program that embeds the template and the copy, each in its own
+// schema, on the one pool it opens, and prints what it finds as "key: value".
+var host = template.Must(template.New("host").Parse(`package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	first "{{.First.Path}}"
+	second "{{.Second.Path}}"
+)
+
+// manager is the host's own: its pool, and the schema it lends a library.
+type manager struct {
+	pool   *pgxpool.Pool
+	schema string
+}
+
+func (m manager) Pool() *pgxpool.Pool { return m.pool }
+func (m manager) Schema() string      { return m.schema }
+
+func main() {
+	if err := run(context.Background()); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	dsn := os.Getenv("HOST_DATABASE_URL")
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	cfg.MaxConns = {{.MaxConns}}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "host_pool"
+	var opened atomic.Int64
+	cfg.AfterConnect = func(context.Context, *pgx.Conn) error { opened.Add(1); return nil }
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	a, err := first.New(ctx, first.WithManager(manager{pool, "{{.First.Schema}}"}))
+	if err != nil {
+		return err
+	}
+	b, err := second.New(ctx, second.WithManager(manager{pool, "{{.Second.Schema}}"}))
+	if err != nil {
+		return err
+	}
+	if _, err := a.Record(ctx, first.Event{Actor: "alice", Action: "login", Subject: "account:1"}); err != nil {
+		return err
+	}
+	if _, err := b.Record(ctx, second.Event{Actor: "bob", Action: "invoice", Subject: "invoice:7"}); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		schema, subject string
+		count           func(context.Context, string) (int64, error)
+	}{
+		{"{{.First.Schema}}", "account:1", a.Count}, {"{{.First.Schema}}", "invoice:7", a.Count},
+		{"{{.Second.Schema}}", "account:1", b.Count}, {"{{.Second.Schema}}", "invoice:7", b.Count},
+	} {
+		n, err := c.count(ctx, c.subject)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("events %s %s: %d\n", c.schema, c.subject, n)
+	}
+
+	// The checker's own connection, outside the host pool, excluded from the count.
+	check, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer check.Close(ctx)
+	for _, s := range []struct{ schema, table string }{
+		{"{{.First.Schema}}", "{{.First.VersionTable}}"}, {"{{.Second.Schema}}", "{{.Second.VersionTable}}"},
+	} {
+		var tables, versions string
+		err := check.QueryRow(ctx, "SELECT coalesce(string_agg(table_name, ',' ORDER BY table_name), '') FROM information_schema.tables WHERE table_schema = $1", s.schema).Scan(&tables)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("tables %s: %s\n", s.schema, tables)
+		err = check.QueryRow(ctx, "SELECT string_agg(version_id::text, ',' ORDER BY id) FROM "+pgx.Identifier{s.schema, s.table}.Sanitize()+" WHERE is_applied").Scan(&versions)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("versions %s.%s: %s\n", s.schema, s.table, versions)
+	}
+	var backends, fromPool int
+	err = check.QueryRow(ctx, ` + "`" + `SELECT count(*), count(*) FILTER (WHERE application_name = 'host_pool')
+FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()` + "`" + `).Scan(&backends, &fromPool)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("backends: %d\nbackends of the host pool: %d\nconnections the host pool opened: %d\n", backends, fromPool, opened.Load())
+
+	a.Close()
+	b.Close()
+	var one int
+	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	fmt.Printf("host pool after both Close: SELECT %d\n", one)
+	_, errA := a.Count(ctx, "account:1")
+	_, errB := b.Count(ctx, "invoice:7")
+	fmt.Printf("closed clients refuse: %t\n", errors.Is(errA, first.ErrClosed) && errors.Is(errB, second.ErrClosed))
+	return nil
+}
+`))
+
+type hostLibrary struct{ Path, Dir, Schema, VersionTable string }
+
+// testHostWithTwoLibraries builds a host module requiring the template and the
+// copy through replace directives, offline, runs it, and checks its report.
+func testHostWithTwoLibraries(t *testing.T, copyDir, copyPath, copyName string) {
+	const maxConns = 4
+	first := hostLibrary{Path: templatePath(t), Dir: templateDir(t), Schema: "audit", VersionTable: migrate.VersionTable(templateName(t))}
+	second := hostLibrary{Path: copyPath, Dir: copyDir, Schema: copyName, VersionTable: migrate.VersionTable(copyName)}
+
+	dir := t.TempDir()
+	var src bytes.Buffer
+	require.NoError(t, host.Execute(&src, map[string]any{"First": first, "Second": second, "MaxConns": maxConns}))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), src.Bytes(), 0o644))
+	gomod := "module example.com/host\n\ngo " + goVersion(t) + "\n\nrequire (\n"
+	for _, l := range []hostLibrary{first, second} {
+		gomod += "\t" + l.Path + " v0.0.0\n"
+	}
+	gomod += ")\n\n"
+	for _, l := range []hostLibrary{first, second} {
+		gomod += "replace " + l.Path + " => " + l.Dir + "\n"
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644))
+	sums, err := os.ReadFile(filepath.Join(templateDir(t), "go.sum"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sums, 0o644))
+
+	// Offline: every module is in the cache already, as the template builds.
+	env := []string{"GOFLAGS=-mod=mod -buildvcs=false", "GOPROXY=off", "GOSUMDB=off", "GOWORK=off", "GOTOOLCHAIN=local",
+		"HOST_DATABASE_URL=" + pgtest.DSN(t)}
+	out := goCommand(t, dir, env, "run", ".")
+	report := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ": "); ok {
+			report[k] = v
+		}
+	}
+	t.Logf("host report:\n%s", out)
+
+	versions := migrationVersions(t)
+	for _, l := range []hostLibrary{first, second} {
+		name := strings.TrimSuffix(l.VersionTable, "_goose_db_version")
+		tables := []string{"events", "subjects", migrate.ChecksumTable(name), l.VersionTable}
+		slices.Sort(tables)
+		require.Equal(t, strings.Join(tables, ","), report["tables "+l.Schema], "each schema holds its own tables and version table")
+		require.Equal(t, versions, report["versions "+l.Schema+"."+l.VersionTable])
+	}
+	require.Equal(t, "1", report["events audit account:1"])
+	require.Equal(t, "0", report["events audit invoice:7"])
+	require.Equal(t, "0", report["events "+copyName+" account:1"])
+	require.Equal(t, "1", report["events "+copyName+" invoice:7"])
+
+	backends, err := strconv.Atoi(report["backends"])
+	require.NoError(t, err, out)
+	require.LessOrEqual(t, backends, maxConns, "both libraries together use no connection beyond the host pool")
+	require.Equal(t, report["backends"], report["backends of the host pool"], "every backend belongs to the host pool")
+	opened, err := strconv.Atoi(report["connections the host pool opened"])
+	require.NoError(t, err, out)
+	require.LessOrEqual(t, opened, maxConns)
+	require.Equal(t, "SELECT 1", report["host pool after both Close"])
+	require.Equal(t, "true", report["closed clients refuse"])
+}
+
+// migrationVersions is what a version table holds once every embedded
+// migration is applied: goose's 0, then each file's version.
+func migrationVersions(t *testing.T) string {
+	names, err := filepath.Glob(filepath.Join(templateDir(t), migrationsDir, "*.sql"))
+	require.NoError(t, err)
+	versions := []string{"0"}
+	for _, n := range names {
+		digits, _, _ := strings.Cut(filepath.Base(n), "_")
+		v, err := strconv.ParseInt(digits, 10, 64)
+		require.NoError(t, err, n)
+		versions = append(versions, strconv.FormatInt(v, 10))
+	}
+	return strings.Join(versions, ",")
+}
+
+// goVersion is the go directive of the template's go.mod.
+func goVersion(t *testing.T) string {
+	data, err := os.ReadFile(filepath.Join(templateDir(t), "go.mod"))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("go.mod has no go directive")
+	return ""
+}
