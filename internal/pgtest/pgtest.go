@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,11 +31,15 @@ import (
 	"github.com/pgdual/mylib/internal/pgtemp"
 )
 
+// mainCalled records that TestMain calls Main, which stops the server.
+var mainCalled atomic.Bool
+
 // Main runs the tests, then stops the server this test binary started (a pgtemp server or a Docker
 // container; a TEST_DATABASE_URL server is left running). Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 func Main(m *testing.M) int {
+	mainCalled.Store(true)
 	code := m.Run()
 	if err := closeBackend(); err != nil {
 		fmt.Fprintln(os.Stderr, "pgtest: stopping the test server:", err)
@@ -150,6 +155,10 @@ func server(t testing.TB) *backend {
 	b.noteOnce.Do(func() {
 		if b.note != "" {
 			t.Log(b.note)
+		}
+		if b.stop != nil && !mainCalled.Load() {
+			t.Log("pgtest: TestMain does not call pgtest.Main, so the test server outlives the tests until the " +
+				"process exits: add func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }")
 		}
 	})
 	return b
