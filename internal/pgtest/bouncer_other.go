@@ -1,0 +1,9 @@
+//go:build !linux
+
+package pgtest
+
+import "syscall"
+
+// bouncerProcAttr has no parent-death signal outside Linux; a run as root there is refused by
+// PgBouncer itself, which says so.
+func bouncerProcAttr(*bouncerOwner) *syscall.SysProcAttr { return &syscall.SysProcAttr{} }
