@@ -81,8 +81,9 @@ var testSettings = [][2]string{
 	{"shared_buffers", "32MB"},
 }
 
-// Start creates a cluster with initdb in a new temporary directory (named pgtemp-*), starts postgres on
-// it and returns once the server accepts connections. Call Stop to shut it down and remove the directory.
+// Start creates a cluster in a new temporary directory (named pgtemp-*; the cluster is made by initdb, or
+// copied from the one an earlier Start made), starts postgres on it and returns once the server accepts
+// connections. Call Stop to shut it down and remove the directory.
 //
 // ctx bounds the whole start. Start fails with an error matching [ErrNoBinaries] when initdb and postgres
 // cannot be found; it looks in $PGTEMP_BIN, beside the initdb on PATH, then in the usual install
