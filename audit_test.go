@@ -14,7 +14,7 @@ import (
 )
 
 func TestAudit_RecordListCountPurge(t *testing.T) {
-	eachMode(t, func(t *testing.T, m mode, dsn string) {
+	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		c := mustOpen(t, m, dsn, "audit")
 		base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -68,7 +68,7 @@ func TestAudit_RecordListCountPurge(t *testing.T) {
 }
 
 func TestAudit_EventsWithTheSameTimePageWithoutLossOrRepeat(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	dsn := migratedDSN(t)
 	ctx := context.Background()
 	c := mustOpen(t, modes[0], dsn, "audit")
 	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -94,7 +94,7 @@ func TestAudit_EventsWithTheSameTimePageWithoutLossOrRepeat(t *testing.T) {
 }
 
 func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
-	eachMode(t, func(t *testing.T, m mode, dsn string) {
+	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		c := mustOpen(t, m, dsn, "audit")
 		hostPool := pgtest.Pool(t, dsn)
@@ -132,7 +132,7 @@ func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
 }
 
 func TestAudit_BadEventsAreRefused(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	dsn := migratedDSN(t)
 	ctx := context.Background()
 	c := mustOpen(t, modes[0], dsn, "audit")
 	for name, ev := range map[string]mylib.Event{

@@ -77,7 +77,7 @@ func (w *workload) requireAllAcked(t *testing.T, pool *pgxpool.Pool, schema stri
 }
 
 func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
-	eachMode(t, func(t *testing.T, m mode, dsn string) {
+	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		app := "mylib_fault_" + m.name
 		c := mustOpen(t, m, withApp(t, dsn, app), "audit")
@@ -129,7 +129,7 @@ func TestFaults_ServerRestartMidWorkload(t *testing.T) {
 }
 
 func TestClose_UnderLoad(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	dsn := migratedDSN(t)
 	ctx := context.Background()
 	const app = "mylib_close_load"
 	c, err := mylib.New(ctx, mylib.WithDSN(withApp(t, dsn, app)), mylib.WithSchema("audit"))

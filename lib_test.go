@@ -3,6 +3,7 @@ package mylib_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"fmt"
 	"log/slog"
@@ -23,7 +24,7 @@ import (
 	"github.com/pgdual/mylib/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.MainWithDatabase(m, "DATABASE_URL")) }
 
 // host is a host application's own Manager: any type with Pool and Schema.
 type host struct {
@@ -49,12 +50,17 @@ var modes = []mode{
 	}},
 }
 
-// eachMode runs f once per mode, each on a fresh database.
+// eachMode runs f once per mode, each on a fresh, empty database.
 func eachMode(t *testing.T, f func(t *testing.T, m mode, dsn string)) {
+	eachModeOn(t, pgtest.DSN, f)
+}
+
+// eachModeOn runs f once per mode, each on a fresh database from newDB.
+func eachModeOn(t *testing.T, newDB func(testing.TB) string, f func(t *testing.T, m mode, dsn string)) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
-			f(t, m, pgtest.DSN(t))
+			f(t, m, newDB(t))
 		})
 	}
 }
@@ -292,6 +298,29 @@ func schemas(t *testing.T, dsn string) []string {
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	return names
+}
+
+// migratedDSN returns a fresh database whose schema "audit" is already
+// migrated: a clone of a template migrated once per test binary, keyed on the
+// migration files, so tests of the domain do not re-run migrations.
+func migratedDSN(t testing.TB) string {
+	t.Helper()
+	h := sha256.New()
+	files, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		require.NoError(t, err)
+		fmt.Fprintf(h, "%s\x00%s\x00", filepath.Base(f), text)
+	}
+	return pgtest.TemplateDSN(t, fmt.Sprintf("mylib-audit-%x", h.Sum(nil)[:8]), func(ctx context.Context, dsn string) error {
+		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			return err
+		}
+		c.Close()
+		return nil
+	})
 }
 
 // withApp returns dsn with application_name set, to find its connections in
