@@ -1,0 +1,310 @@
+package fleettest
+
+// A fleet: several OS processes, each opening several Clients at once on one
+// empty schema, as a deployment of many replicas starts. Each member is this
+// test binary run again with -test.run=^TestFleetMember$, given nothing but a
+// DSN and a schema in its environment, reporting on stdout as JSON.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib"
+	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// What a member process is told, in its environment.
+const (
+	memberDSN     = "MYLIB_FLEET_DSN"
+	memberSchema  = "MYLIB_FLEET_SCHEMA"
+	memberClients = "MYLIB_FLEET_CLIENTS"
+	// memberHold, a duration, makes the member migrate with a single file
+	// that sleeps this long instead of opening Clients: it sits inside the
+	// migration lock, to be killed there.
+	memberHold = "MYLIB_FLEET_HOLD"
+
+	reportPrefix = "fleet-member-report: "
+)
+
+// memberReport is what a member prints: one entry per Client it opened.
+type memberReport struct {
+	PID     int            `json:"pid"`
+	Clients []clientReport `json:"clients"`
+	// WallMS is from the member's first New to its last return.
+	WallMS float64 `json:"wall_ms"`
+}
+
+type clientReport struct {
+	Error string  `json:"error,omitempty"`
+	NewMS float64 `json:"new_ms"` // how long New took
+}
+
+// TestFleetMember is not a test: the fleet tests run it in processes of their own.
+func TestFleetMember(t *testing.T) {
+	dsn := os.Getenv(memberDSN)
+	if dsn == "" {
+		t.Skip("runs only as a process of a fleet started by the TestFleet tests")
+	}
+	schema := os.Getenv(memberSchema)
+	clients, err := strconv.Atoi(os.Getenv(memberClients))
+	require.NoError(t, err)
+	var hold time.Duration
+	if s := os.Getenv(memberHold); s != "" {
+		hold, err = time.ParseDuration(s)
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	rep := memberReport{PID: os.Getpid(), Clients: make([]clientReport, clients)}
+	began := time.Now()
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			start := time.Now()
+			err := openMember(ctx, dsn, schema, hold)
+			rep.Clients[i].NewMS = ms(time.Since(start))
+			if err != nil {
+				rep.Clients[i].Error = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	rep.WallMS = ms(time.Since(began))
+	line, err := json.Marshal(rep)
+	require.NoError(t, err)
+	fmt.Printf("%s%s\n", reportPrefix, line)
+}
+
+// openMember opens and closes one standalone Client, or with hold > 0 runs
+// the holding migration instead.
+func openMember(ctx context.Context, dsn, schema string, hold time.Duration) error {
+	quiet := slog.New(slog.DiscardHandler)
+	if hold == 0 {
+		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quiet))
+		if err != nil {
+			return err
+		}
+		c.Close()
+		return nil
+	}
+	set, err := migrate.Load("mylib", fstest.MapFS{"00001_hold.sql": {Data: []byte(
+		fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}})
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	_, err = set.Up(ctx, pool, schema, quiet)
+	return err
+}
+
+// member is a running member process.
+type member struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+}
+
+func startMember(t *testing.T, dsn, schema string, clients int, hold time.Duration) *member {
+	t.Helper()
+	m := &member{cmd: exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestFleetMember$", "-test.count=1", "-test.timeout=60s")}
+	m.cmd.Env = append(os.Environ(), memberDSN+"="+dsn, memberSchema+"="+schema, memberClients+"="+strconv.Itoa(clients))
+	if hold > 0 {
+		m.cmd.Env = append(m.cmd.Env, memberHold+"="+hold.String())
+	}
+	m.cmd.Stdout, m.cmd.Stderr = &m.stdout, &m.stderr
+	require.NoError(t, m.cmd.Start())
+	return m
+}
+
+// report waits for the member to exit and returns what it printed.
+func (m *member) report(t *testing.T) memberReport {
+	t.Helper()
+	err := m.cmd.Wait()
+	out := m.stdout.String()
+	require.NoError(t, err, "member process:\n%s%s", out, m.stderr.String())
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, reportPrefix); ok {
+			var rep memberReport
+			require.NoError(t, json.Unmarshal([]byte(rest), &rep))
+			return rep
+		}
+	}
+	t.Fatalf("member process printed no report:\n%s%s", out, m.stderr.String())
+	return memberReport{}
+}
+
+// fleetRun is what a fleet did.
+type fleetRun struct {
+	wall    time.Duration // from starting the first process to the last one's exit
+	slowest time.Duration // the longest New in any member
+	errors  []string
+}
+
+// runFleet starts procs processes of clients Clients each on schema, at once,
+// and waits for all of them.
+func runFleet(t *testing.T, dsn, schema string, procs, clients int) fleetRun {
+	t.Helper()
+	began := time.Now()
+	members := make([]*member, procs)
+	for i := range members {
+		members[i] = startMember(t, dsn, schema, clients, 0)
+	}
+	var run fleetRun
+	for _, m := range members {
+		rep := m.report(t)
+		require.Len(t, rep.Clients, clients)
+		for _, c := range rep.Clients {
+			run.slowest = max(run.slowest, time.Duration(c.NewMS*float64(time.Millisecond)))
+			if c.Error != "" {
+				run.errors = append(run.errors, fmt.Sprintf("pid %d: %s", rep.PID, c.Error))
+			}
+		}
+	}
+	run.wall = time.Since(began)
+	return run
+}
+
+// viaBouncer puts a PgBouncer in transaction mode in front of dsn's database
+// and returns a DSN through it with the query mode PgBouncer before 1.21
+// needs.
+func viaBouncer(t *testing.T, dsn string, opts ...pgtest.BouncerOption) string {
+	t.Helper()
+	return pgtest.SetParam(pgtest.Bouncer(t, dsn, opts...), "default_query_exec_mode", "exec")
+}
+
+// fleetTargets are the two ways a fleet reaches the database: directly, with
+// pgx's defaults, and through PgBouncer with a server pool of 4.
+var fleetTargets = []struct {
+	name  string
+	reach func(t *testing.T, dsn string) string
+}{
+	{"direct", func(_ *testing.T, dsn string) string { return dsn }},
+	{"pgbouncer", func(t *testing.T, dsn string) string { return viaBouncer(t, dsn, pgtest.BouncerPoolSize(4)) }},
+}
+
+// The fleet tests are not parallel, so that their timings are their own.
+func TestFleet_EightProcessesOfFourClientsMigrateOnce(t *testing.T) {
+	const procs, clients = 8, 4
+	for _, target := range fleetTargets {
+		t.Run(target.name, func(t *testing.T) {
+			dsn := pgtest.DSN(t)
+			reach := target.reach(t, dsn)
+			watch := pgtest.Pool(t, dsn)
+
+			one := runFleet(t, reach, "solo", 1, 1)
+			require.Empty(t, one.errors)
+			fleet := runFleet(t, reach, "fleet", procs, clients)
+			require.Empty(t, fleet.errors, "every Client of the fleet should open")
+			t.Logf("%s: %d processes x %d clients on an empty schema: %v (slowest New %v); 1 process x 1 client: %v (New %v)",
+				target.name, procs, clients, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond),
+				one.wall.Round(time.Millisecond), one.slowest.Round(time.Millisecond))
+
+			for _, schema := range []string{"solo", "fleet"} {
+				requireMigratedOnce(t, watch, schema)
+			}
+			require.Zero(t, advisoryLocks(t, watch), "no migration lock should be left held")
+			// A sanity bound, not a benchmark: waiting on goose's 5 s lock
+			// polling, or on a lock left behind, would exceed it.
+			require.Less(t, fleet.wall, 10*time.Second)
+		})
+	}
+}
+
+func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
+	for _, target := range fleetTargets {
+		t.Run(target.name, func(t *testing.T) {
+			dsn := pgtest.DSN(t)
+			reach := target.reach(t, dsn)
+			watch := pgtest.Pool(t, dsn)
+
+			holder := startMember(t, reach, "audit", 1, time.Minute)
+			require.Eventually(t, func() bool { return advisoryLocks(t, watch) == 1 && sleeping(t, watch) },
+				10*time.Second, 5*time.Millisecond, "the member should be inside the migration lock, migrating")
+			require.NoError(t, holder.cmd.Process.Kill()) // SIGKILL: no deferred function, no ROLLBACK
+			killed := time.Now()
+			_ = holder.cmd.Wait()
+
+			c, err := mylib.New(t.Context(), mylib.WithDSN(reach), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler)))
+			require.NoError(t, err)
+			recovered := time.Since(killed)
+			c.Close()
+			t.Logf("%s: the next New succeeded %v after the migrator holding the lock was killed", target.name, recovered.Round(time.Millisecond))
+
+			requireMigratedOnce(t, watch, "audit")
+			require.Zero(t, advisoryLocks(t, watch))
+			require.Less(t, recovered, 5*time.Second, "the lock should die with the killed migrator's session")
+		})
+	}
+}
+
+// requireMigratedOnce checks what a user would: every migration file applied,
+// none of them twice.
+func requireMigratedOnce(t *testing.T, pool *pgxpool.Pool, schema string) {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), fmt.Sprintf(
+		"SELECT version_id, count(*) FROM %s WHERE version_id > 0 AND is_applied GROUP BY 1 ORDER BY 1",
+		pgx.Identifier{schema, migrate.VersionTable("mylib")}.Sanitize()))
+	require.NoError(t, err)
+	counts := map[int64]int{}
+	var version int64
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&version, &n}, func() error { counts[version] = n; return nil })
+	require.NoError(t, err)
+	require.Len(t, counts, migrationFiles(t), "schema %s: applied versions %v", schema, counts)
+	for v, n := range counts {
+		require.Equal(t, 1, n, "schema %s: version %d applied %d times", schema, v, n)
+	}
+}
+
+// advisoryLocks counts the advisory locks held or awaited in pool's database.
+func advisoryLocks(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n))
+	return n
+}
+
+// sleeping reports whether a session of pool's database runs pg_sleep: a
+// holding member's migration.
+func sleeping(t *testing.T, pool *pgxpool.Pool) bool {
+	t.Helper()
+	var ok bool
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'active' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid())`).Scan(&ok))
+	return ok
+}
+
+// migrationFiles counts the library's migration files.
+func migrationFiles(t *testing.T) int {
+	t.Helper()
+	files, err := filepath.Glob("../../migrations/*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	return len(files)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
