@@ -14,6 +14,7 @@ import (
 )
 
 func TestAudit_RecordListCountPurge(t *testing.T) {
+	t.Parallel()
 	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		c := mustOpen(t, m, dsn, "audit")
@@ -68,6 +69,7 @@ func TestAudit_RecordListCountPurge(t *testing.T) {
 }
 
 func TestAudit_EventsWithTheSameTimePageWithoutLossOrRepeat(t *testing.T) {
+	t.Parallel()
 	dsn := migratedDSN(t)
 	ctx := context.Background()
 	c := mustOpen(t, modes[0], dsn, "audit")
@@ -94,6 +96,7 @@ func TestAudit_EventsWithTheSameTimePageWithoutLossOrRepeat(t *testing.T) {
 }
 
 func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
+	t.Parallel()
 	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		c := mustOpen(t, m, dsn, "audit")
@@ -132,6 +135,7 @@ func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
 }
 
 func TestAudit_BadEventsAreRefused(t *testing.T) {
+	t.Parallel()
 	dsn := migratedDSN(t)
 	ctx := context.Background()
 	c := mustOpen(t, modes[0], dsn, "audit")

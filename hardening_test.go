@@ -77,6 +77,7 @@ func (w *workload) requireAllAcked(t *testing.T, pool *pgxpool.Pool, schema stri
 }
 
 func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
+	t.Parallel()
 	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		app := "mylib_fault_" + m.name
@@ -107,6 +108,7 @@ func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
 }
 
 func TestFaults_ServerRestartMidWorkload(t *testing.T) {
+	t.Parallel()
 	srv, dsn := pgtest.Restartable(t)
 	ctx := context.Background()
 	c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"))
@@ -129,6 +131,7 @@ func TestFaults_ServerRestartMidWorkload(t *testing.T) {
 }
 
 func TestClose_UnderLoad(t *testing.T) {
+	t.Parallel()
 	dsn := migratedDSN(t)
 	ctx := context.Background()
 	const app = "mylib_close_load"
@@ -174,6 +177,7 @@ func TestClose_UnderLoad(t *testing.T) {
 }
 
 func TestPrivilege_RoleThatOwnsOnlyItsSchema(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()
 	admin := pgtest.Pool(t, dsn)

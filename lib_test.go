@@ -99,6 +99,7 @@ func appliedVersions(t *testing.T, dsn, schema string) []int64 {
 }
 
 func TestNew_RunsMigrationsInBothModes(t *testing.T) {
+	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
 		c := mustOpen(t, m, dsn, "audit")
 		require.Equal(t, "audit", c.Schema())
@@ -108,6 +109,7 @@ func TestNew_RunsMigrationsInBothModes(t *testing.T) {
 }
 
 func TestNew_UpToDateSchemaAppliesNothing(t *testing.T) {
+	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
 		mustOpen(t, m, dsn, "audit").Close()
 		before := versionRows(t, dsn, "audit")
@@ -119,6 +121,7 @@ func TestNew_UpToDateSchemaAppliesNothing(t *testing.T) {
 }
 
 func TestNew_DefaultSchemaIsTheModuleName(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn))
 	require.NoError(t, err)
@@ -128,6 +131,7 @@ func TestNew_DefaultSchemaIsTheModuleName(t *testing.T) {
 }
 
 func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
+	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
 		const n = 8
 		var wg sync.WaitGroup
@@ -152,6 +156,7 @@ func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
 }
 
 func TestClose_StandaloneClosesItsPool(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithPoolConfig(func(cfg *pgxpool.Config) {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "mylib_close_test"
@@ -167,6 +172,7 @@ func TestClose_StandaloneClosesItsPool(t *testing.T) {
 }
 
 func TestClose_EmbeddedLeavesHostPoolOpen(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	pool := pgtest.Pool(t, dsn)
 	c, err := mylib.New(context.Background(), mylib.WithManager(host{pool, "audit"}))
@@ -179,6 +185,7 @@ func TestClose_EmbeddedLeavesHostPoolOpen(t *testing.T) {
 }
 
 func TestClose_MethodsAfterCloseReturnErrClosed(t *testing.T) {
+	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
 		c := mustOpen(t, m, dsn, "audit")
 		c.Close()
@@ -196,6 +203,7 @@ func TestClose_MethodsAfterCloseReturnErrClosed(t *testing.T) {
 }
 
 func TestSharedPool_TenantsAreIsolated(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	pool := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 3 })
 	ctx := context.Background()
@@ -220,6 +228,7 @@ func TestSharedPool_TenantsAreIsolated(t *testing.T) {
 }
 
 func TestStandalone_WarnsOnSecondPoolToTheSameDatabase(t *testing.T) {
+	t.Parallel()
 	dsn, other := pgtest.DSN(t), pgtest.DSN(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -237,6 +246,7 @@ func TestStandalone_WarnsOnSecondPoolToTheSameDatabase(t *testing.T) {
 }
 
 func TestNew_NoPasswordInErrorsOrLogs(t *testing.T) {
+	t.Parallel()
 	const secret = "s3cr3t-Pa55"
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -19,6 +19,7 @@ func (h *ptrHost) Pool() *pgxpool.Pool { return h.pool }
 func (h *ptrHost) Schema() string      { return h.schema }
 
 func TestNew_BadInputIsRefusedWithNothingCreated(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	pool := pgtest.Pool(t, dsn)
 	good := host{pool, "audit"}

@@ -60,6 +60,7 @@ func (r *run) tableExists(name string) bool {
 }
 
 func TestUp_FailingMigrationKeepsThePreviousVersionAndNothingOfTheFile(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	files := fstest.MapFS{
 		"00001_a.sql": sqlFile("a"),
@@ -89,6 +90,7 @@ func TestUp_FailingMigrationKeepsThePreviousVersionAndNothingOfTheFile(t *testin
 // marker gives up; it is needed only for statements such as
 // CREATE INDEX CONCURRENTLY that cannot run in a transaction.
 func TestUp_NoTransactionFileKeepsStatementsBeforeAFailure(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	files := fstest.MapFS{
 		"00001_a.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE TABLE {{tables.a}} (id int);\nINSERT INTO {{tables.nope}} VALUES (1);\n")},
@@ -101,6 +103,7 @@ func TestUp_NoTransactionFileKeepsStatementsBeforeAFailure(t *testing.T) {
 }
 
 func TestUp_DriftIsRefusedButWhitespaceIsNot(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	files := fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")}
 	_, err := r.up(files)
@@ -125,6 +128,7 @@ func TestUp_DriftIsRefusedButWhitespaceIsNot(t *testing.T) {
 }
 
 func TestUp_FileNumberedBelowTheAppliedVersionIsRefused(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
 	require.NoError(t, err)
@@ -136,6 +140,7 @@ func TestUp_FileNumberedBelowTheAppliedVersionIsRefused(t *testing.T) {
 }
 
 func TestUp_NewerDatabaseWarnsAndNeverMigratesDown(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
 	require.NoError(t, err)
@@ -149,6 +154,7 @@ func TestUp_NewerDatabaseWarnsAndNeverMigratesDown(t *testing.T) {
 }
 
 func TestUp_AppliedVersionWithoutItsFileIsRefused(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
 	require.NoError(t, err)
@@ -158,6 +164,7 @@ func TestUp_AppliedVersionWithoutItsFileIsRefused(t *testing.T) {
 }
 
 func TestUp_SchemaMigratedByPlainGooseGetsChecksums(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	files := fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")}
 	_, err := r.up(files)
@@ -175,6 +182,7 @@ func TestUp_SchemaMigratedByPlainGooseGetsChecksums(t *testing.T) {
 }
 
 func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *testing.T) {
+	t.Parallel()
 	r := newRun(t)
 	ctx := context.Background()
 	// Another migrator holds the lock.
@@ -206,6 +214,7 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 }
 
 func TestUp_PoolOfOneConnection(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a")})
@@ -225,6 +234,7 @@ func TestUp_PoolOfOneConnection(t *testing.T) {
 }
 
 func TestLoad_BadFilesAreRefusedNamingTheFile(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		fsys fstest.MapFS
 		says string
@@ -246,6 +256,7 @@ func TestLoad_BadFilesAreRefusedNamingTheFile(t *testing.T) {
 }
 
 func TestChecksum_IgnoresLineEndingsAndTrailingSpace(t *testing.T) {
+	t.Parallel()
 	base := checksum([]byte("-- +goose Up\nCREATE TABLE t (id int);\n"))
 	require.Equal(t, base, checksum([]byte("-- +goose Up\r\nCREATE TABLE t (id int);  \r\n\r\n")))
 	require.Equal(t, base, checksum([]byte("-- +goose Up\t\nCREATE TABLE t (id int);")))
