@@ -80,29 +80,48 @@ func modulePath(gomod []byte) string {
 // its root, in order.
 type sourceFiles struct {
 	paths []string
-	// untracked lists files in a git work tree that git does not track and
-	// does not ignore: left out, but worth a word to the user.
+	// untracked lists the files among paths that git does not track yet.
 	untracked []string
-	fromGit   bool
 }
 
-// listFiles returns the files of the template at root: those git tracks when
-// root is in a work tree, else every file but .git, the paths the root
-// .gitignore names and skip (the destination, when it lies inside root).
+// listFiles returns the files of the template at root. In a git work tree
+// they are the files git tracks, and those it does not track but would (not
+// ignored), so that the copy is what go build sees in the template. Elsewhere
+// they are every file but .git, the paths the root .gitignore names and skip
+// (the destination, when it lies inside root).
 func listFiles(root, skip string) (sourceFiles, error) {
-	if tracked, err := gitFiles(root, "--cached"); err == nil && slices.Contains(tracked, "go.mod") {
-		untracked, _ := gitFiles(root, "--others", "--exclude-standard")
-		var present []string
-		for _, p := range tracked {
-			// A file deleted from the work tree but not yet from the index is gone.
-			if _, err := os.Lstat(filepath.Join(root, filepath.FromSlash(p))); err == nil {
-				present = append(present, p)
-			}
-		}
-		return sourceFiles{paths: present, untracked: untracked, fromGit: true}, nil
+	tracked, err := gitFiles(root, "--cached")
+	if err != nil || !slices.Contains(tracked, "go.mod") {
+		paths, err := walkFiles(root, skip)
+		return sourceFiles{paths: paths}, err
 	}
-	paths, err := walkFiles(root, skip)
-	return sourceFiles{paths: paths}, err
+	untracked, err := gitFiles(root, "--others", "--exclude-standard")
+	if err != nil {
+		return sourceFiles{}, err
+	}
+	var src sourceFiles
+	for _, p := range tracked {
+		// A file deleted from the work tree but not yet from the index is gone.
+		if _, err := os.Lstat(filepath.Join(root, filepath.FromSlash(p))); err == nil {
+			src.paths = append(src.paths, p)
+		}
+	}
+	for _, p := range untracked {
+		// A directory listed is a nested repository, not ours to copy.
+		if strings.HasSuffix(p, "/") || inside(filepath.Join(root, filepath.FromSlash(p)), skip) {
+			continue
+		}
+		src.paths = append(src.paths, p)
+		src.untracked = append(src.untracked, p)
+	}
+	slices.Sort(src.paths)
+	return src, nil
+}
+
+// inside reports whether file is dir or lies under it.
+func inside(file, dir string) bool {
+	rel, err := filepath.Rel(dir, file)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // gitFiles runs git ls-files in root. It fails when git is missing or root is

@@ -2,12 +2,12 @@
 //
 //	go run ./internal/newlib example.com/acme/billing ../billing
 //
-// It copies the files git tracks (every file but .git and what .gitignore
-// names, outside a git work tree) into a new or empty directory, and renames
-// the module path and the library's name everywhere: the module line and
-// import paths, the root package and its qualifiers, the moduleName constant
-// (and so the default schema, the version table and the migration lock),
-// cmd/<name>, the README and the CI files. The name is the module path's last
+// It copies the files git does not ignore (every file but .git and what the
+// root .gitignore names, outside a git work tree) into a new or empty
+// directory, and renames the module path and the library's name everywhere:
+// the module line and import paths, the root package and its qualifiers, the
+// moduleName constant (and so the default schema, the version table and the
+// migration lock), cmd/<name>, the README and the CI files. The name is the module path's last
 // element, so it must be a lowercase Go identifier that is also a schema name.
 // It then runs go vet ./... in the copy and prints what is left to do.
 //
@@ -68,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(c.untracked) > 0 {
-		fmt.Fprintf(stderr, "newlib: not copied, as git does not track them: %s\n", strings.Join(c.untracked, ", "))
+		fmt.Fprintf(stderr, "newlib: copied, though git does not track them yet: %s\n", strings.Join(c.untracked, ", "))
 	}
 	if err := vet(c.dir, stderr); err != nil {
 		return err

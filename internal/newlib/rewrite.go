@@ -15,10 +15,10 @@ import (
 // renamer rewrites the template's module path and name into the new ones.
 //
 // The module path is replaced wherever it stands alone (import paths, URLs,
-// commands); the name wherever it is a word of its own: not touching another
-// letter or digit, so "mylib", "mylib_test", "cmd/mylib" and
-// "mylib_goose_db_version" change but "mylibrary" does not. In Go files only
-// identifiers, literals and comments are rewritten.
+// commands); the name wherever it is a word of its own, touching no other
+// letter or digit: from a template named ledger, "ledger", "ledger_test",
+// "cmd/ledger" and "ledger_goose_db_version" change but "ledgers" does not.
+// In Go files only identifiers, literals and comments are rewritten.
 type renamer struct {
 	oldPath, newPath string
 	oldName, newName string
@@ -53,7 +53,8 @@ func (r renamer) replace(s string, names bool) string {
 }
 
 // atPath reports whether the module path starts at s[i] and is not part of a
-// longer path element (example.com/x/mylib2) or a longer host name.
+// longer path element (example.com/x/ledger2 for example.com/x/ledger) or a
+// longer host name.
 func (r renamer) atPath(s string, i int) bool {
 	if !strings.HasPrefix(s[i:], r.oldPath) {
 		return false
@@ -78,7 +79,7 @@ func isAlnum(c byte) bool {
 
 func isWordByte(c byte) bool { return isAlnum(c) || c == '_' }
 
-// path renames each element of a slash-separated file path: cmd/mylib/main.go
+// path renames each element of a slash-separated file path: cmd/ledger/main.go
 // becomes cmd/billing/main.go.
 func (r renamer) path(p string) string {
 	elems := strings.Split(p, "/")
@@ -100,9 +101,14 @@ func (r renamer) goSource(name string, src []byte, alias string) []byte {
 	failed := false
 	sc.Init(file, src, func(token.Position, string) { failed = true }, scanner.ScanComments)
 
-	importAt := -1 // the offset of the library's import path, when aliased
+	// With an alias, the identifiers naming the library take it; an alias an
+	// earlier copy chose (oldName + "lib"...) follows the new name.
+	importAt, oldAlias := rootImport(src, r.oldPath)
+	idents := map[string]string{}
 	if alias != "" {
-		importAt = importOffset(src, r.oldPath)
+		idents[r.oldName] = alias
+	} else if strings.HasPrefix(oldAlias, r.oldName+"lib") {
+		idents[oldAlias] = r.newName + strings.TrimPrefix(oldAlias, r.oldName)
 	}
 	var out bytes.Buffer
 	last := 0
@@ -117,10 +123,10 @@ func (r renamer) goSource(name string, src []byte, alias string) []byte {
 		start := file.Offset(pos)
 		end := tokenEnd(src, start, lit)
 		text := r.text(string(src[start:end]))
-		switch {
-		case alias != "" && tok == token.IDENT && lit == r.oldName:
-			text = alias
-		case start == importAt:
+		if to, ok := idents[lit]; ok && tok == token.IDENT {
+			text = to
+		}
+		if start == importAt && alias != "" {
 			text = alias + " " + text
 		}
 		out.Write(src[last:start])
@@ -140,20 +146,23 @@ func (r renamer) goSource(name string, src []byte, alias string) []byte {
 	return out.Bytes()
 }
 
-// importOffset returns the offset of the string that imports path in a Go
-// file, or -1.
-func importOffset(src []byte, path string) int {
+// rootImport finds the import of path in a Go file: the offset of its
+// string, and its alias; -1 when the file does not import path.
+func rootImport(src []byte, path string) (offset int, alias string) {
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, "", src, parser.ImportsOnly)
 	if err != nil {
-		return -1
+		return -1, ""
 	}
 	for _, imp := range f.Imports {
-		if p, _ := strconv.Unquote(imp.Path.Value); p == path && imp.Name == nil {
-			return fset.Position(imp.Path.Pos()).Offset
+		if p, _ := strconv.Unquote(imp.Path.Value); p == path {
+			if imp.Name != nil {
+				alias = imp.Name.Name
+			}
+			return fset.Position(imp.Path.Pos()).Offset, alias
 		}
 	}
-	return -1
+	return -1, ""
 }
 
 // tokenEnd returns the offset just past the token at src[start:] whose

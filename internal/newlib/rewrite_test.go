@@ -64,6 +64,12 @@ func TestRenamer_GoSourceWithAnAlias(t *testing.T) {
 	require.Equal(t, want, string(toNew.goSource("x_test.go", []byte(src), "NewLibrarylib")))
 }
 
+func TestRenamer_GoSourceKeepsAnEarlierAliasInStep(t *testing.T) {
+	src := "package x_test\n\nimport OldLiblib \"example.org/tmpl/OldLib\"\n\nvar _ = OldLiblib.New\n"
+	want := "package x_test\n\nimport NewLibrarylib \"example.com/acme/NewLibrary\"\n\nvar _ = NewLibrarylib.New\n"
+	require.Equal(t, want, string(toNew.goSource("x_test.go", []byte(src), "")))
+}
+
 func TestRenamer_GoSourceThatDoesNotScanIsRewrittenAsText(t *testing.T) {
 	got := toNew.goSource("broken.go", []byte("package OldLib\n\nvar s = \"OldLib\n"), "")
 	require.Equal(t, "package NewLibrary\n\nvar s = \"NewLibrary\n", string(got))
