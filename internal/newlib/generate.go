@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -55,30 +51,30 @@ func generate(root, newPath, dir string) (*copied, error) {
 	if err := checkModulePath(newPath); err != nil {
 		return nil, err
 	}
+	if err := checkName(newPath); err != nil {
+		return nil, err
+	}
 	r := renamer{oldPath: oldPath, newPath: newPath, oldName: libraryName(oldPath), newName: libraryName(newPath)}
 
-	c, err := findModuleName(root)
+	mn, err := findModuleName(root)
 	if err != nil {
 		return nil, err
 	}
-	if c.found && c.value != r.oldName {
-		return nil, fmt.Errorf("the template disagrees with itself: %s:%d says moduleName = %q but its module path %s ends in %q; make them agree (go test %s explains) before copying it",
-			filepath.Join(root, c.file), c.line, c.value, oldPath, r.oldName, root)
+	if mn.found && mn.value != r.oldName {
+		return nil, fmt.Errorf("the template disagrees with itself: %s line %d says moduleName = %q but its module path %s ends in %q; make them agree before copying it",
+			filepath.Join(root, mn.file), mn.line, mn.value, oldPath, r.oldName)
 	}
 
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkEmpty(dir); err != nil {
+		return nil, err
+	}
 	src, err := listFiles(root, dir)
 	if err != nil {
 		return nil, fmt.Errorf("listing the template's files: %w", err)
-	}
-	if err := checkName(newPath); err != nil {
-		return nil, err
-	}
-	if err := checkEmpty(dir); err != nil {
-		return nil, err
 	}
 
 	aliases := importAliases(root, src.paths, r)
@@ -89,7 +85,7 @@ func generate(root, newPath, dir string) (*copied, error) {
 	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked, aliases: aliases}
 	res.moved = moves(src.paths, r)
 	res.todo = planTodo(src.paths)
-	res.todo.constFile, res.todo.constLine = c.file, c.line // rewriting keeps lines in place
+	res.todo.constFile, res.todo.constLine = mn.file, mn.line // rewriting keeps lines in place
 	if readme, ok := out["README.md"]; ok && readme.link == "" {
 		readme.data = withNote(readme.data, res)
 		out["README.md"] = readme
@@ -103,7 +99,7 @@ func generate(root, newPath, dir string) (*copied, error) {
 		return nil, err
 	}
 	if after.found && after.value != r.newName {
-		return nil, fmt.Errorf("%s:%d still says moduleName = %q after the copy: set it to %q", filepath.Join(dir, after.file), after.line, after.value, r.newName)
+		return nil, fmt.Errorf("%s line %d still says moduleName = %q after the copy: set it to %q", filepath.Join(dir, after.file), after.line, after.value, r.newName)
 	}
 	return res, nil
 }
@@ -231,180 +227,4 @@ func planTodo(paths []string) todo {
 		}
 	}
 	return t
-}
-
-// moduleNameConst is where the root package declares moduleName.
-type moduleNameConst struct {
-	found bool
-	value string
-	file  string // relative to the module root
-	line  int
-}
-
-// findModuleName reads the moduleName constant of the root package at root.
-func findModuleName(root string) (moduleNameConst, error) {
-	files, err := filepath.Glob(filepath.Join(root, "*.go"))
-	if err != nil {
-		return moduleNameConst{}, err
-	}
-	fset := token.NewFileSet()
-	for _, file := range files {
-		if strings.HasSuffix(file, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
-		if err != nil {
-			return moduleNameConst{}, fmt.Errorf("reading the template: %w", err)
-		}
-		for _, decl := range f.Decls {
-			gen, ok := decl.(*ast.GenDecl)
-			if !ok || gen.Tok != token.CONST {
-				continue
-			}
-			for _, spec := range gen.Specs {
-				vs := spec.(*ast.ValueSpec)
-				for i, n := range vs.Names {
-					if n.Name != "moduleName" || i >= len(vs.Values) {
-						continue
-					}
-					lit, ok := vs.Values[i].(*ast.BasicLit)
-					if !ok || lit.Kind != token.STRING {
-						continue
-					}
-					value, err := strconv.Unquote(lit.Value)
-					if err != nil {
-						continue
-					}
-					return moduleNameConst{found: true, value: value, file: filepath.Base(file), line: fset.Position(n.Pos()).Line}, nil
-				}
-			}
-		}
-	}
-	return moduleNameConst{}, nil
-}
-
-// importAliases finds the Go files that must import the new library under
-// another name, because they already use the new name for something else (an
-// import, a variable, a parameter...) or their package declares it, and
-// chooses that name for each.
-func importAliases(root string, paths []string, r renamer) map[string]string {
-	type goFile struct {
-		path string
-		pkg  string // directory and package name
-		used map[string]bool
-	}
-	var importers []goFile
-	declared := map[string]map[string]bool{} // package-level names, by package
-	fset := token.NewFileSet()
-	for _, p := range paths {
-		if !strings.HasSuffix(p, ".go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, filepath.Join(root, filepath.FromSlash(p)), nil, parser.SkipObjectResolution)
-		if err != nil {
-			continue // a file that does not parse is go build's to judge
-		}
-		pkg := path.Dir(p) + " " + f.Name.Name
-		if declared[pkg] == nil {
-			declared[pkg] = map[string]bool{}
-		}
-		for _, name := range topLevelNames(f) {
-			declared[pkg][name] = true
-		}
-		if importsUnnamed(f, r.oldPath) {
-			importers = append(importers, goFile{path: p, pkg: pkg, used: namesUsed(f, r.oldPath)})
-		}
-	}
-	aliases := map[string]string{}
-	for _, f := range importers {
-		taken := func(name string) bool { return f.used[name] || declared[f.pkg][name] }
-		if !taken(r.newName) {
-			continue
-		}
-		alias := r.newName + "lib"
-		for i := 2; taken(alias) || nameProblem(alias) != ""; i++ {
-			alias = r.newName + "lib" + strconv.Itoa(i)
-		}
-		aliases[f.path] = alias
-	}
-	return aliases
-}
-
-// namesUsed lists the names a file gives its imports (but rootImport's) and
-// every identifier in it but selected fields and methods: any of them can
-// hide a package.
-func namesUsed(f *ast.File, rootImport string) map[string]bool {
-	used := map[string]bool{}
-	for _, imp := range f.Imports {
-		switch ip, _ := strconv.Unquote(imp.Path.Value); {
-		case imp.Name != nil:
-			used[imp.Name.Name] = true
-		case ip != rootImport:
-			used[importName(ip)] = true
-		}
-	}
-	selected := map[*ast.Ident]bool{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		if sel, ok := n.(*ast.SelectorExpr); ok {
-			selected[sel.Sel] = true
-		}
-		return true
-	})
-	ast.Inspect(f, func(n ast.Node) bool {
-		if id, ok := n.(*ast.Ident); ok && id != f.Name && !selected[id] {
-			used[id.Name] = true
-		}
-		return true
-	})
-	return used
-}
-
-// topLevelNames lists what a file declares in its package's scope, which
-// no file of the package may also import as.
-func topLevelNames(f *ast.File) []string {
-	var names []string
-	for _, d := range f.Decls {
-		switch d := d.(type) {
-		case *ast.FuncDecl:
-			if d.Recv == nil {
-				names = append(names, d.Name.Name)
-			}
-		case *ast.GenDecl:
-			for _, spec := range d.Specs {
-				switch spec := spec.(type) {
-				case *ast.ValueSpec:
-					for _, n := range spec.Names {
-						names = append(names, n.Name)
-					}
-				case *ast.TypeSpec:
-					names = append(names, spec.Name.Name)
-				}
-			}
-		}
-	}
-	return names
-}
-
-// importsUnnamed reports whether f imports path under its own name.
-func importsUnnamed(f *ast.File, path string) bool {
-	for _, imp := range f.Imports {
-		if ip, _ := strconv.Unquote(imp.Path.Value); ip == path && imp.Name == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// importName guesses the name a package is known by from its import path:
-// its last element, without a major-version suffix, a .vN or a go- prefix.
-func importName(importPath string) string {
-	name := libraryName(importPath)
-	if i := strings.Index(name, ".v"); i > 0 {
-		name = name[:i]
-	}
-	name = strings.TrimPrefix(name, "go-")
-	if i := strings.LastIndexAny(name, "-."); i >= 0 {
-		name = name[i+1:]
-	}
-	return name
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
 	"go/token"
 	"go/types"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/pgdual/mylib/internal/migrate"
@@ -144,4 +148,54 @@ func withName(modulePath, name string) string {
 	}
 	elems[i] = name
 	return strings.Join(elems, "/")
+}
+
+// moduleNameConst is where the root package declares moduleName.
+type moduleNameConst struct {
+	found bool
+	value string
+	file  string // relative to the module root
+	line  int
+}
+
+// findModuleName reads the moduleName constant of the root package at root.
+func findModuleName(root string) (moduleNameConst, error) {
+	files, err := filepath.Glob(filepath.Join(root, "*.go"))
+	if err != nil {
+		return moduleNameConst{}, err
+	}
+	fset := token.NewFileSet()
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return moduleNameConst{}, fmt.Errorf("reading the template: %w", err)
+		}
+		for _, decl := range f.Decls {
+			gen, ok := decl.(*ast.GenDecl)
+			if !ok || gen.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gen.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if n.Name != "moduleName" || i >= len(vs.Values) {
+						continue
+					}
+					lit, ok := vs.Values[i].(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						continue
+					}
+					value, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						continue
+					}
+					return moduleNameConst{found: true, value: value, file: filepath.Base(file), line: fset.Position(n.Pos()).Line}, nil
+				}
+			}
+		}
+	}
+	return moduleNameConst{}, nil
 }
