@@ -133,7 +133,9 @@ func SetParam(dsn, key, value string) string {
 		if u, err := url.Parse(dsn); err == nil {
 			q := u.Query()
 			q.Set(key, value)
-			u.RawQuery = q.Encode()
+			// Encode writes a space as "+", which pgx reads as a plus: spell it %20
+			// (a literal plus is already %2B).
+			u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 			return u.String()
 		}
 	}

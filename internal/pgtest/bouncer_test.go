@@ -104,6 +104,21 @@ func TestBouncerDSN_ChangesOnlyWhereToConnect(t *testing.T) {
 	}
 }
 
+func TestSetParam_URLsAndKeywords(t *testing.T) {
+	const options = "-c idle_in_transaction_session_timeout=200ms -c search_path=a+b"
+	for _, dsn := range []string{
+		"postgres://u@h/app?sslmode=disable&options=old",
+		"host=h dbname=app user=u options=old",
+	} {
+		got := SetParam(SetParam(dsn, "options", options), "default_query_exec_mode", "exec")
+		cfg, err := pgx.ParseConfig(got)
+		require.NoError(t, err, got)
+		require.Equal(t, options, cfg.RuntimeParams["options"], got)
+		require.Equal(t, pgx.QueryExecModeExec, cfg.DefaultQueryExecMode, got)
+		require.Equal(t, "app", cfg.Database)
+	}
+}
+
 func clientConn(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.Connect(t.Context(), dsn)

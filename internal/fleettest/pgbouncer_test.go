@@ -1,0 +1,390 @@
+package fleettest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3/database"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib"
+	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/pgtest"
+)
+
+// manager is a host's Manager.
+type manager struct {
+	pool   *pgxpool.Pool
+	schema string
+}
+
+func (m manager) Pool() *pgxpool.Pool { return m.pool }
+func (m manager) Schema() string      { return m.schema }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// The query modes a DSN behind PgBouncer before 1.21 must choose from: the
+// library's own queries, migrations included, work in both, directly and
+// through PgBouncer.
+func TestQueryModes_TheLibraryWorksInExecAndSimpleProtocol(t *testing.T) {
+	for _, target := range fleetTargets {
+		for _, mode := range []string{"exec", "simple_protocol"} {
+			t.Run(target.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				dsn := pgtest.SetParam(target.reach(t, pgtest.DSN(t)), "default_query_exec_mode", mode)
+				ctx := t.Context()
+
+				c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
+				require.NoError(t, err, "New on an empty schema migrates it")
+				defer c.Close()
+				base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+				for i := range 5 {
+					_, err := c.Record(ctx, mylib.Event{Actor: "alice", Action: fmt.Sprintf("edit-%d", i), Subject: "doc:1",
+						Data: json.RawMessage(fmt.Sprintf(`{"n": %d}`, i)), At: base.Add(time.Duration(i) * time.Minute)})
+					require.NoError(t, err)
+				}
+				now, err := c.Record(ctx, mylib.Event{Actor: "bob", Action: "view", Subject: "doc:1"}) // no Data, no time
+				require.NoError(t, err)
+				require.WithinDuration(t, time.Now(), now.At, time.Minute)
+
+				n, err := c.Count(ctx, "doc:1")
+				require.NoError(t, err)
+				require.EqualValues(t, 6, n)
+				var actions []string
+				for p, after := (mylib.Page{}), (*mylib.Cursor)(nil); ; after = p.Next {
+					p, err = c.List(ctx, "doc:1", 4, after)
+					require.NoError(t, err)
+					for _, ev := range p.Events {
+						actions = append(actions, ev.Action)
+					}
+					if p.Next == nil {
+						break
+					}
+				}
+				require.Equal(t, []string{"view", "edit-4", "edit-3", "edit-2", "edit-1", "edit-0"}, actions)
+
+				// A host's transaction, on a pool of its own: the record goes with it.
+				host := pgtest.Pool(t, dsn)
+				for _, commit := range []bool{false, true} {
+					tx, err := host.Begin(ctx)
+					require.NoError(t, err)
+					_, err = c.RecordTx(ctx, tx, mylib.Event{Actor: "host", Action: "debit", Subject: "doc:2"})
+					require.NoError(t, err)
+					if commit {
+						require.NoError(t, tx.Commit(ctx))
+					} else {
+						require.NoError(t, tx.Rollback(ctx))
+					}
+				}
+				n, err = c.Count(ctx, "doc:2")
+				require.NoError(t, err)
+				require.EqualValues(t, 1, n, "the rolled back record is gone, the committed one stays")
+
+				purged, err := c.Purge(ctx, base.Add(150*time.Second))
+				require.NoError(t, err)
+				require.EqualValues(t, 3, purged)
+
+				// Up to date: the fast path, standalone and embedded.
+				again, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
+				require.NoError(t, err)
+				again.Close()
+				embedded, err := mylib.New(ctx, mylib.WithManager(manager{host, "tenant"}), mylib.WithLogger(quiet))
+				require.NoError(t, err)
+				embedded.Close()
+				requireMigratedOnce(t, pgtest.Pool(t, dsn), "audit")
+				requireMigratedOnce(t, pgtest.Pool(t, dsn), "tenant")
+			})
+		}
+	}
+}
+
+// A host pool of 16 connections on a server pool of 4: PgBouncer queues the
+// host's transactions, and nothing is lost or fails.
+func TestPgBouncer_WorkloadOnAHostPoolLargerThanTheServerPool(t *testing.T) {
+	t.Parallel()
+	const workers, writes, subjects = 32, 20, 4
+	dsn := pgtest.DSN(t)
+	host := pgtest.Pool(t, viaBouncer(t, dsn, pgtest.BouncerPoolSize(4)), func(c *pgxpool.Config) { c.MaxConns = 16 })
+	ctx := t.Context()
+	c, err := mylib.New(ctx, mylib.WithManager(manager{host, "audit"}), mylib.WithLogger(quiet))
+	require.NoError(t, err)
+	defer c.Close()
+
+	var acked [subjects]atomic.Int64
+	var failures atomic.Int64
+	var firstErr sync.Once
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			fail := func(err error) {
+				failures.Add(1)
+				firstErr.Do(func() { t.Errorf("worker %d: %v", w, err) })
+			}
+			for i := range writes {
+				s := (w + i) % subjects
+				subject := fmt.Sprintf("account:%d", s)
+				if _, err := c.Record(ctx, mylib.Event{Actor: fmt.Sprintf("w%d", w), Action: fmt.Sprintf("op-%d", i), Subject: subject}); err != nil {
+					fail(err)
+					continue
+				}
+				acked[s].Add(1)
+				if _, err := c.List(ctx, subject, 10, nil); err != nil {
+					fail(err)
+				}
+				if _, err := c.Count(ctx, subject); err != nil {
+					fail(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Zero(t, failures.Load(), "no call should fail")
+
+	var total int64
+	for s := range subjects {
+		subject := fmt.Sprintf("account:%d", s)
+		n, err := c.Count(ctx, subject)
+		require.NoError(t, err)
+		require.Equal(t, acked[s].Load(), n, "%s: stored events == acknowledged writes", subject)
+		listed := 0
+		for p, after := (mylib.Page{}), (*mylib.Cursor)(nil); ; after = p.Next {
+			p, err = c.List(ctx, subject, 100, after)
+			require.NoError(t, err)
+			listed += len(p.Events)
+			if p.Next == nil {
+				break
+			}
+		}
+		require.EqualValues(t, n, listed)
+		total += n
+	}
+	require.EqualValues(t, workers*writes, total)
+	var rows int64
+	require.NoError(t, pgtest.Pool(t, dsn).QueryRow(ctx, `SELECT count(*) FROM audit.events`).Scan(&rows))
+	require.Equal(t, total, rows)
+}
+
+// A host that ends idle transactions quickly (idle_in_transaction_session_timeout
+// = 200ms) does not end the migration lock's transaction, idle by design
+// while a migration runs longer than that and longer than the heartbeat.
+func TestMigrationLock_OutlastsTheHostsIdleInTransactionTimeout(t *testing.T) {
+	for _, target := range fleetTargets {
+		t.Run(target.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			watch := pgtest.Pool(t, dsn)
+			var reach string
+			if target.name == "direct" {
+				reach = pgtest.SetParam(dsn, "options", "-c idle_in_transaction_session_timeout=200ms")
+			} else {
+				// PgBouncer does not pass startup options on: a host sets it on the database or the role.
+				_, err := watch.Exec(t.Context(), fmt.Sprintf("ALTER DATABASE %s SET idle_in_transaction_session_timeout = '200ms'",
+					pgx.Identifier{currentDatabase(t, watch)}.Sanitize()))
+				require.NoError(t, err)
+				reach = target.reach(t, dsn)
+			}
+			requireIdleTransactionsEnded(t, reach)
+
+			release := blockMigrations(t, dsn, "audit")
+			result := openAsync(reach, "audit")
+			waitInsideLock(t, watch, "audit")
+			select {
+			case err := <-result:
+				t.Fatalf("New returned while its migration was blocked: %v", err)
+			case <-time.After(1500 * time.Millisecond): // the lock's transaction idles 7 timeouts long
+			}
+			release()
+			require.NoError(t, <-result)
+			requireMigratedOnce(t, watch, "audit")
+			require.Zero(t, advisoryLocks(t, watch))
+		})
+	}
+}
+
+// When the lock's transaction is ended anyway while a migration runs (here
+// its backend is terminated), New fails saying so, and the migration in
+// flight is rolled back: nothing ran unlocked to completion.
+func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
+	for _, target := range fleetTargets {
+		t.Run(target.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			reach := target.reach(t, dsn)
+			watch := pgtest.Pool(t, dsn)
+
+			release := blockMigrations(t, dsn, "audit")
+			result := openAsync(reach, "audit")
+			holder := waitInsideLock(t, watch, "audit")
+			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", holder)
+			require.NoError(t, err)
+			terminated := time.Now()
+			err = <-result
+			failedAfter := time.Since(terminated)
+			release()
+			t.Logf("%s: New failed %v after the lock's backend was terminated: %v", target.name, failedAfter.Round(time.Millisecond), err)
+
+			require.ErrorIs(t, err, migrate.ErrLockLost)
+			require.ErrorIs(t, err, mylib.ErrMigration)
+			require.ErrorContains(t, err, "migration lock lost")
+			require.Less(t, failedAfter, 5*time.Second, "the heartbeat should notice within about a second")
+			requireNothingMigrated(t, watch, "audit")
+
+			c, err := mylib.New(t.Context(), mylib.WithDSN(reach), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
+			require.NoError(t, err, "the next start migrates")
+			c.Close()
+			requireMigratedOnce(t, watch, "audit")
+			require.Zero(t, advisoryLocks(t, watch))
+		})
+	}
+}
+
+// PgBouncer's idle_transaction_timeout disconnects a client whose transaction
+// idles too long, which ends the lock's transaction. The heartbeat keeps it
+// busy every second: a longer timeout lets a long migration finish; a shorter
+// one makes New fail with ErrLockLost, never carry on unlocked.
+func TestMigrationLock_PgBouncerIdleTransactionTimeout(t *testing.T) {
+	const blocked = 3 * time.Second
+	tests := []struct {
+		name     string
+		timeout  time.Duration
+		wantLost bool
+	}{
+		{"longer than the heartbeat", 2 * time.Second, false},
+		{"shorter than the heartbeat", 500 * time.Millisecond, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			reach := viaBouncer(t, dsn, pgtest.BouncerIdleTransactionTimeout(tt.timeout))
+			watch := pgtest.Pool(t, dsn)
+
+			release := blockMigrations(t, dsn, "audit")
+			result := openAsync(reach, "audit")
+			waitInsideLock(t, watch, "audit")
+			inside := time.Now()
+			var err error
+			select {
+			case err = <-result:
+				release()
+			case <-time.After(blocked):
+				release()
+				err = <-result
+			}
+			t.Logf("idle_transaction_timeout %v, migration blocked for up to %v: New returned after %v: %v", tt.timeout, blocked,
+				time.Since(inside).Round(time.Millisecond), err)
+			if !tt.wantLost {
+				require.NoError(t, err)
+				requireMigratedOnce(t, watch, "audit")
+				return
+			}
+			require.ErrorIs(t, err, migrate.ErrLockLost)
+			require.ErrorContains(t, err, "idle_transaction_timeout", "the error should name the likely cause")
+			requireNothingMigrated(t, watch, "audit")
+		})
+	}
+}
+
+// blockMigrations makes the next migration of schema wait inside the
+// migration lock until release is called: it creates the schema's version
+// table as goose does and locks it against writes (reads still pass), so the
+// first migration's transaction waits to record its version.
+func blockMigrations(t *testing.T, dsn, schema string) (release func()) {
+	t.Helper()
+	ctx := t.Context()
+	db := stdlib.OpenDBFromPool(pgtest.Pool(t, dsn))
+	defer db.Close()
+	table := schema + "." + migrate.VersionTable("mylib")
+	store, err := database.NewStore(database.DialectPostgres, table)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize())
+	require.NoError(t, err)
+	require.NoError(t, store.CreateVersionTable(ctx, db))
+	require.NoError(t, store.Insert(ctx, db, database.InsertRequest{Version: 0}))
+
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; BEGIN; LOCK TABLE "+table+" IN EXCLUSIVE MODE")
+	require.NoError(t, err)
+	var once sync.Once
+	release = func() { once.Do(func() { _ = conn.Close(context.Background()) }) } // ends the transaction
+	t.Cleanup(release)
+	return release
+}
+
+// openAsync opens a standalone Client in the background and sends New's
+// error, closing the Client.
+func openAsync(dsn, schema string) <-chan error {
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quiet))
+		if err == nil {
+			c.Close()
+		}
+		result <- err
+	}()
+	return result
+}
+
+// waitInsideLock waits until a migrator holds the migration lock while its
+// migration waits on the blocked version table, and returns the pid of the
+// backend that holds the lock.
+func waitInsideLock(t *testing.T, watch *pgxpool.Pool, schema string) int32 {
+	t.Helper()
+	var holder *int32
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, watch.QueryRow(t.Context(), `SELECT
+(SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = to_regclass($1))`,
+			schema+"."+migrate.VersionTable("mylib")).Scan(&holder, &waiting))
+		return holder != nil && waiting
+	}, 10*time.Second, 5*time.Millisecond, "a migrator should be inside the lock, its migration waiting")
+	return *holder
+}
+
+// requireIdleTransactionsEnded checks that the server ends a transaction
+// left idle on dsn, so a test of the timeout tests something.
+func requireIdleTransactionsEnded(t *testing.T, dsn string) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(t.Context(), "BEGIN")
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond)
+	_, err = conn.Exec(t.Context(), "SELECT 1")
+	require.Error(t, err, "an idle transaction should have been ended by the timeout")
+}
+
+// requireNothingMigrated checks that no migration of schema was kept: no
+// version recorded, none of the first migration's tables.
+func requireNothingMigrated(t *testing.T, watch *pgxpool.Pool, schema string) {
+	t.Helper()
+	var versions int
+	var events bool
+	require.NoError(t, watch.QueryRow(t.Context(), fmt.Sprintf(
+		"SELECT (SELECT count(*) FROM %s WHERE version_id > 0), to_regclass($1) IS NOT NULL",
+		pgx.Identifier{schema, migrate.VersionTable("mylib")}.Sanitize()), schema+".events").Scan(&versions, &events))
+	require.Zero(t, versions, "no version should be recorded")
+	require.False(t, events, "the table of the migration in flight should not exist")
+}
+
+func currentDatabase(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var name string
+	require.NoError(t, pool.QueryRow(t.Context(), "SELECT current_database()").Scan(&name))
+	return name
+}
