@@ -220,9 +220,13 @@ func bouncerDir(owner *bouncerOwner) (string, error) {
 	if len(root) > 60 {
 		root = "/tmp"
 	}
-	dir, err := os.MkdirTemp(root, "pgbouncer-")
+	removeStaleBouncerDirs(root)
+	dir, err := os.MkdirTemp(root, bouncerDirPrefix)
 	if err != nil {
 		return "", fmt.Errorf("pgtest: create PgBouncer's directory: %w (set TMPDIR to a short writable directory)", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, bouncerOwnerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("pgtest: write %s: %w", bouncerOwnerFile, err)
 	}
 	if owner != nil {
 		if err := os.Chown(dir, int(owner.uid), int(owner.gid)); err != nil {
@@ -230,6 +234,29 @@ func bouncerDir(owner *bouncerOwner) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+const (
+	bouncerDirPrefix = "pgbouncer-"
+	// bouncerOwnerFile holds the pid of the test binary that made the directory.
+	bouncerOwnerFile = "owner.pid"
+)
+
+// removeStaleBouncerDirs removes the directories of Bouncers whose test binary is gone: one killed
+// with SIGKILL cleans nothing up (its pgbouncer dies with it). Best effort.
+func removeStaleBouncerDirs(root string) {
+	dirs, _ := filepath.Glob(filepath.Join(root, bouncerDirPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, bouncerOwnerFile))
+		if err != nil {
+			continue // not ours, or not written yet
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid == os.Getpid() || processAlive(pid) {
+			continue
+		}
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // writeBouncerFiles writes pgbouncer.ini and the auth file that lets the DSN's user in, and returns
