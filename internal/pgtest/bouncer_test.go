@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,23 +33,37 @@ func TestBouncer_PoolsTransactionsOnFewServerConnections(t *testing.T) {
 	require.Regexp(t, "^"+prefix, db, "the DSN should reach the test's own database")
 }
 
-// TestBouncer_PgxQueryModes is why a DSN behind PgBouncer before 1.21 in transaction mode needs
-// default_query_exec_mode: pgx's default prepares named statements on whichever server connection a
-// client was lent, and another client lent the same one collides with them.
+// TestBouncer_PgxQueryModes is why a DSN behind PgBouncer in transaction mode needs
+// default_query_exec_mode before PgBouncer 1.21, or max_prepared_statements from 1.21: pgx's default
+// prepares named statements on whichever server connection a client was lent, and another client lent
+// the same one collides with them.
 func TestBouncer_PgxQueryModes(t *testing.T) {
 	t.Parallel()
+	tracking := slices.Compare(bouncerVersion(t), []int{1, 21}) >= 0 // PgBouncer tracks protocol-level prepared statements
 	tests := []struct {
-		mode    string // default_query_exec_mode; "" for pgx's default, cache_statement
-		wantErr string
+		name     string
+		mode     string // default_query_exec_mode; "" for pgx's default, cache_statement
+		prepared string // max_prepared_statements, from PgBouncer 1.21
+		wantErr  string
 	}{
-		{mode: "", wantErr: "SQLSTATE 42P05"}, // prepared statement "stmtcache_..." already exists
-		{mode: "exec"},
-		{mode: "simple_protocol"},
+		{name: "pgx default", wantErr: "SQLSTATE 42P05"}, // prepared statement "stmtcache_..." already exists
+		{name: "exec", mode: "exec"},
+		{name: "simple_protocol", mode: "simple_protocol"},
+		{name: "pgx default, PgBouncer tracking prepared statements", prepared: "100"},
 	}
-	base := Bouncer(t, DSN(t), BouncerPoolSize(1))
 	for _, tt := range tests {
-		t.Run("mode="+tt.mode, func(t *testing.T) {
-			dsn := base
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			opts := []BouncerOption{BouncerPoolSize(1)}
+			switch {
+			case tt.prepared != "" && !tracking:
+				t.Skip("max_prepared_statements needs PgBouncer 1.21 or later")
+			case tt.prepared != "":
+				opts = append(opts, BouncerSetting("max_prepared_statements", tt.prepared))
+			case tracking:
+				opts = append(opts, BouncerSetting("max_prepared_statements", "0")) // as before 1.21
+			}
+			dsn := Bouncer(t, DSN(t), opts...)
 			if tt.mode != "" {
 				dsn = SetParam(dsn, "default_query_exec_mode", tt.mode)
 			}
@@ -67,6 +83,22 @@ func TestBouncer_PgxQueryModes(t *testing.T) {
 			require.ErrorContains(t, err, tt.wantErr)
 		})
 	}
+}
+
+// bouncerVersion runs pgbouncer --version: {1, 18} for "PgBouncer 1.18.0".
+func bouncerVersion(t *testing.T) []int {
+	t.Helper()
+	bin, err := findBouncer()
+	if err != nil {
+		unavailable(t, err.Error())
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	require.NoError(t, err)
+	m := regexp.MustCompile(`PgBouncer (\d+)\.(\d+)`).FindSubmatch(out)
+	require.NotNil(t, m, "pgbouncer --version said %q", out)
+	major, _ := strconv.Atoi(string(m[1]))
+	minor, _ := strconv.Atoi(string(m[2]))
+	return []int{major, minor}
 }
 
 func TestBouncer_NoProgramSaysHowToFix(t *testing.T) {
