@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -48,7 +49,7 @@ func lockKey(module, schema string) int64 {
 // tens of milliseconds; jittered, so a fleet does not retry in step.
 const (
 	backoffFirst = 10 * time.Millisecond
-	backoffMax   = 100 * time.Millisecond
+	backoffMax   = 50 * time.Millisecond
 	// heartbeat keeps the lock's transaction from looking idle to a pooler and
 	// notices within this interval when it has been ended.
 	heartbeat = time.Second
@@ -60,9 +61,10 @@ type held struct {
 }
 
 // acquire takes the lock, waiting as long as ctx allows. Each attempt is one
-// round trip; a failed attempt rolls back and returns its connection before
-// sleeping.
-func (l lock) acquire(ctx context.Context) (*held, error) {
+// round trip; a failed attempt rolls back and returns its connection, then
+// asks done whether the holder has already finished the work: if so acquire
+// returns (nil, nil) without the lock, else it sleeps and tries again.
+func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (*held, error) {
 	// The key is a number we computed, so it can be inlined, which lets BEGIN,
 	// SET LOCAL and the attempt travel in one simple-protocol round trip.
 	// idle_in_transaction_session_timeout is set off for this transaction only:
@@ -88,6 +90,9 @@ func (l lock) acquire(ctx context.Context) (*held, error) {
 			return nil, fmt.Errorf("leaving a migration lock attempt: %w", err)
 		}
 		conn.Release()
+		if ok, err := done(ctx); ok || err != nil {
+			return nil, err
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the migration lock: %w", context.Cause(ctx))
@@ -109,13 +114,26 @@ func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error)
 	return string(last.Rows[0][0]) == "t", nil
 }
 
-// keepAlive pings the lock's transaction every heartbeat until stop is called.
-// When a ping fails the lock is gone: cancel is called with ErrLockLost, so the
-// work done under the lock stops rather than run unlocked.
-func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (stop func() error) {
+// keepAlive runs first (if not empty) in the lock's transaction, then pings
+// the transaction every heartbeat until stop is called. Work in first runs
+// while the caller goes on with other connections. When first or a ping
+// fails, cancel is called with the error (ErrLockLost for a ping), so the
+// work done under the lock stops rather than run unlocked; stop returns it.
+func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, first string) (stop func() error) {
 	done := make(chan struct{})
 	result := make(chan error, 1)
 	go func() {
+		if first != "" {
+			if _, err := h.conn.Exec(ctx, first, pgx.QueryExecModeSimpleProtocol); err != nil {
+				if ctx.Err() != nil {
+					result <- nil
+					return
+				}
+				cancel(err)
+				result <- err
+				return
+			}
+		}
 		t := time.NewTicker(heartbeat)
 		defer t.Stop()
 		for {
@@ -143,11 +161,12 @@ func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (s
 	}
 }
 
-// release ends the lock's transaction: COMMIT when commit is true (keeping
-// what was written in it), ROLLBACK otherwise. It runs even when ctx is
-// cancelled, bounded by a short timeout; if the connection is broken, the
-// server ends the transaction, and the lock with it, when it closes.
-func (h *held) release(ctx context.Context, commit bool) error {
+// release ends the lock's transaction. With commit, it first runs last (if not
+// empty) in the transaction and then commits, in one round trip; otherwise it
+// rolls back. It runs even when ctx is cancelled, bounded by a short timeout;
+// if the connection is broken, the server ends the transaction, and the lock
+// with it, when it closes.
+func (h *held) release(ctx context.Context, commit bool, last string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	defer h.conn.Release()
@@ -155,12 +174,15 @@ func (h *held) release(ctx context.Context, commit bool) error {
 		_, err := h.conn.Exec(ctx, "ROLLBACK")
 		return err
 	}
-	tag, err := h.conn.Exec(ctx, "COMMIT")
+	if last != "" {
+		last += "; "
+	}
+	results, err := h.conn.Conn().PgConn().Exec(ctx, last+"COMMIT").ReadAll()
 	if err != nil {
 		return err
 	}
 	// COMMIT of a transaction that failed is answered with ROLLBACK.
-	if tag.String() != "COMMIT" {
+	if tag := results[len(results)-1].CommandTag; tag.String() != "COMMIT" {
 		return fmt.Errorf("%w: the transaction holding it was rolled back", ErrLockLost)
 	}
 	return nil

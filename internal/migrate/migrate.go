@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +62,8 @@ type schemaFiles struct {
 	versionTable string // schema.table as goose pastes it, unquoted
 	stateSQL     string
 	recordSQL    string
-	setupSQL     string
+	schemaSQL    string
+	sumsSQL      string
 }
 
 // Load parses the migration files at the root of fsys for the library named
@@ -114,25 +116,30 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	s := &schemaFiles{
 		fsys:         fsys,
 		versionTable: schema + "." + m.versionTable,
-		stateSQL: `SELECT v.version_id, coalesce(c.checksum, '') FROM ` + versions + ` v LEFT JOIN ` + sums +
+		stateSQL: `SELECT v.version_id, coalesce(c.checksum, 0) FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
-		// One round trip under the lock. The schema is created only when
-		// missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
-		// even when the schema exists, which a role that owns only its schema
-		// does not have.
-		setupSQL: `DO $setup$ BEGIN
+		// The schema is created only when missing: CREATE SCHEMA IF NOT
+		// EXISTS needs CREATE on the database even when the schema exists,
+		// which a role that owns only its schema does not have.
+		schemaSQL: `DO $setup$ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `) THEN
 		CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize() + `;
 	END IF;
-	CREATE TABLE IF NOT EXISTS ` + sums + ` (
-		version_id bigint PRIMARY KEY,
-		file_name text NOT NULL,
-		checksum text NOT NULL,
-		recorded_at timestamptz NOT NULL DEFAULT now()
-	);
 END $setup$`,
-		recordSQL: `INSERT INTO ` + sums + ` (version_id, file_name, checksum)
-SELECT f.version_id, f.file_name, f.checksum FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(version_id, file_name, checksum)
+		// Runs in the lock's transaction, which began before the schema was
+		// created: the first statement locks pg_namespace, which makes the
+		// backend take in the catalog changes committed since (else a cached
+		// "no such schema" from an earlier query on this connection stands).
+		// Fixed-width columns only: no TOAST table, so it is cheap to create.
+		sumsSQL: `SELECT FROM pg_catalog.pg_namespace WHERE false; CREATE TABLE IF NOT EXISTS ` + sums + ` (
+	version_id bigint PRIMARY KEY,
+	checksum bigint NOT NULL,
+	recorded_at timestamptz NOT NULL DEFAULT now()
+)`,
+		// Numbers only, inlined, so that it travels with the COMMIT.
+		recordSQL: `INSERT INTO ` + sums + ` (version_id, checksum)
+SELECT f.version_id, f.checksum FROM unnest('{` + m.list(func(f file) int64 { return f.version }) + `}'::bigint[], '{` +
+			m.list(func(f file) int64 { return f.checksum }) + `}'::bigint[]) AS f(version_id, checksum)
 WHERE f.version_id IN (SELECT version_id FROM ` + versions + ` WHERE is_applied)
 ON CONFLICT (version_id) DO NOTHING`,
 	}
@@ -179,40 +186,63 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	if n := pool.Config().MaxConns; n < 2 {
 		return Result{}, fmt.Errorf("%w: migrating schema %q needs 2 connections (one holds the migration lock, one runs the migrations) but the pool's MaxConns is %d: raise it to at least 2", ErrPoolTooSmall, schema, n)
 	}
-	h, err := lock{pool: pool, key: lockKey(m.module, schema)}.acquire(ctx)
+	// While another migrator holds the lock, a waiter looks between attempts
+	// whether it is done, and leaves without taking the lock when it is.
+	var p plan
+	h, err := lock{pool: pool, key: lockKey(m.module, schema)}.acquire(ctx, func(ctx context.Context) (bool, error) {
+		st, err := m.readState(ctx, pool, sf)
+		if err != nil {
+			return false, nil // not there yet, or a passing error: the next attempt tells
+		}
+		p, err = m.plan(st, schema)
+		return err == nil && p.upToDate(), err
+	})
 	if err != nil {
 		return Result{}, err
 	}
-	commit := false
+	if h == nil {
+		p.warnNewer(log, schema, m.Latest())
+		return Result{Version: p.version}, nil
+	}
+	commit, recordSQL := false, ""
 	defer func() {
-		if rerr := h.release(ctx, commit); rerr != nil && err == nil {
-			err = fmt.Errorf("releasing the migration lock of schema %q: %w", schema, rerr)
+		if rerr := h.release(ctx, commit, recordSQL); rerr != nil && err == nil {
+			err = fmt.Errorf("releasing the migration lock of schema %q (checksums of applied files are recorded on release): %w", schema, rerr)
 		}
 	}()
-
-	// Under the lock nobody else creates the schema or the checksum table:
-	// CREATE SCHEMA IF NOT EXISTS alone races (duplicate key on pg_namespace).
-	if _, err := pool.Exec(ctx, sf.setupSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return Result{}, fmt.Errorf("creating schema %q and its checksum table (to create the schema the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
+	// Under the lock nobody else creates the schema: CREATE SCHEMA IF NOT
+	// EXISTS alone races (duplicate key on pg_namespace).
+	if _, err := pool.Exec(ctx, sf.schemaSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return Result{}, fmt.Errorf("creating schema %q (the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
 	}
+	// The lock's transaction creates the checksum table while this goroutine
+	// goes on: it is only needed at release. It then keeps the transaction
+	// busy, and cancels the work if the transaction ends.
+	lockedCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := h.keepAlive(lockedCtx, cancel, sf.sumsSQL)
+	defer func() {
+		if lost := stop(); lost != nil {
+			err = errors.Join(fmt.Errorf("migrating schema %q: %w", schema, lost), err)
+			commit = false
+		}
+	}()
+	ctx = lockedCtx
+
 	st, err := m.readState(ctx, pool, sf)
 	if err != nil && !isMissing(err) {
 		return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
 	}
-	p, err := m.plan(st, schema)
-	if err != nil {
+	if p, err = m.plan(st, schema); err != nil {
 		return Result{}, err
 	}
 	res.Version = p.version
 	if len(p.pending) > 0 {
-		res, err = m.run(ctx, pool, h, sf, schema, p.version, log)
+		res, err = m.run(ctx, pool, sf, schema, p.version, log)
 	}
 	// Record checksums of whatever is applied now, even after a failure: the
 	// files that did apply are the ones to hold the schema to.
-	if rerr := m.record(ctx, h, sf); rerr != nil {
-		return res, errors.Join(err, fmt.Errorf("recording migration checksums in schema %q: %w", schema, rerr))
-	}
-	commit = true
+	commit, recordSQL = true, sf.recordSQL
 	if err == nil {
 		p.warnNewer(log, schema, m.Latest())
 	}
@@ -220,7 +250,7 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 }
 
 // run applies the pending files with goose; version is the schema's version before.
-func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
+func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
 	start := time.Now()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
@@ -231,11 +261,7 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 	if err != nil {
 		return Result{}, fmt.Errorf("preparing migrations for schema %q: %w", schema, err)
 	}
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := h.keepAlive(runCtx, cancel)
-	results, upErr := provider.Up(runCtx)
-	lost := stop()
+	results, upErr := provider.Up(ctx)
 
 	var res Result
 	var partial *goose.PartialError
@@ -248,8 +274,6 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 	}
 	res.Version = version
 	switch {
-	case lost != nil:
-		return res, fmt.Errorf("migrating schema %q: %w", schema, lost)
 	case partial != nil:
 		f := m.byVersion[partial.Failed.Source.Version]
 		kept := "nothing of it was kept; fix the file and start again"
@@ -267,20 +291,18 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 	return res, nil
 }
 
-func (m *Migrations) record(ctx context.Context, h *held, sf *schemaFiles) error {
-	versions := make([]int64, len(m.files))
-	names := make([]string, len(m.files))
-	sums := make([]string, len(m.files))
+// list joins a number of every file with commas, for an array literal.
+func (m *Migrations) list(of func(file) int64) string {
+	parts := make([]string, len(m.files))
 	for i, f := range m.files {
-		versions[i], names[i], sums[i] = f.version, f.name, f.checksum
+		parts[i] = strconv.FormatInt(of(f), 10)
 	}
-	_, err := h.conn.Exec(context.WithoutCancel(ctx), sf.recordSQL, versions, names, sums)
-	return err
+	return strings.Join(parts, ",")
 }
 
-// state is what the database says is applied: version -> checksum ("" when
+// state is what the database says is applied: version -> checksum (0 when
 // none was recorded, e.g. a schema first migrated by plain goose).
-type state map[int64]string
+type state map[int64]int64
 
 func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
 	// Simple protocol: one round trip, and no prepared statement left in
@@ -290,8 +312,7 @@ func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *sche
 		return nil, err
 	}
 	st := make(state, len(m.files))
-	var version int64
-	var sum string
+	var version, sum int64
 	_, err = pgx.ForEachRow(rows, []any{&version, &sum}, func() error {
 		st[version] = sum
 		return nil
@@ -340,7 +361,7 @@ func (m *Migrations) plan(st state, schema string) (plan, error) {
 				ErrOutOfOrder, f.name, f.version, schema, p.version, p.version)
 		case !applied:
 			p.pending = append(p.pending, f.version)
-		case sum == "":
+		case sum == 0:
 			p.backfill = true
 		case sum != f.checksum:
 			return p, fmt.Errorf("%w: %s (version %d) differs from the file applied to schema %q; never edit an applied migration: restore the file and add a new one for the change",

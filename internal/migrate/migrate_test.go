@@ -205,7 +205,7 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 	require.EqualValues(t, 1, r.pool.Stat().AcquiredConns(), "only the holder's connection is in use: the waiter released its own")
 
 	var locks int
-	require.NoError(t, holder.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").Scan(&locks))
+	require.NoError(t, holder.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").Scan(&locks))
 	require.Equal(t, 1, locks, "only the holder's lock is held")
 	require.NoError(t, holder.Rollback(ctx))
 
