@@ -156,9 +156,12 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 	}
 	events := make([]Event, 0, min(limit, 64))
 	var ev Event
-	_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &ev.Data, &ev.At}, func() error {
+	// jsonb is scanned as bytes: scanning into json.RawMessage would run
+	// json.Unmarshal on every row to validate what the server already did.
+	var data []byte
+	_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &data, &ev.At}, func() error {
+		ev.Data, data = data, nil // the next row scans into a fresh slice
 		events = append(events, ev)
-		ev.Data = nil // the next row scans into a fresh slice
 		return nil
 	})
 	if err != nil {

@@ -123,17 +123,21 @@ WHERE s.name = $1
 ORDER BY e.occurred_at DESC, e.id DESC LIMIT $2`)
 	data := json.RawMessage(`{"ip": "192.0.2.1"}`)
 
+	// Both paths get their values from variables, as real callers do (a
+	// constant boxed into an interface costs no allocation; a variable does).
+	in := mylib.Event{Actor: "bench", Action: "write", Subject: "bench", Data: data}
+	subject, limit := "bench", 20
 	compare(b, path{name: "pgx", do: func(b *testing.B, _ any) {
-		var ev mylib.Event
+		ev := in
 		var at any
-		if err := pool.QueryRow(ctx, recordSQL, "bench", "write", "bench", data, at).Scan(&ev.ID, &ev.At); err != nil {
+		if err := pool.QueryRow(ctx, recordSQL, ev.Actor, ev.Action, ev.Subject, ev.Data, at).Scan(&ev.ID, &ev.At); err != nil {
 			b.Fatal(err)
 		}
-		rows, err := pool.Query(ctx, listSQL, "bench", 20)
+		rows, err := pool.Query(ctx, listSQL, subject, limit)
 		if err != nil {
 			b.Fatal(err)
 		}
-		events := make([]mylib.Event, 0, 20)
+		events := make([]mylib.Event, 0, limit)
 		_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &ev.Data, &ev.At}, func() error {
 			events = append(events, ev)
 			ev.Data = nil
@@ -143,10 +147,10 @@ ORDER BY e.occurred_at DESC, e.id DESC LIMIT $2`)
 			b.Fatal(err, len(events))
 		}
 	}}, path{name: "mylib", do: func(b *testing.B, _ any) {
-		if _, err := c.Record(ctx, mylib.Event{Actor: "bench", Action: "write", Subject: "bench", Data: data}); err != nil {
+		if _, err := c.Record(ctx, in); err != nil {
 			b.Fatal(err)
 		}
-		page, err := c.List(ctx, "bench", 20, nil)
+		page, err := c.List(ctx, subject, limit, nil)
 		if err != nil || len(page.Events) != 20 {
 			b.Fatal(err, len(page.Events))
 		}
