@@ -333,6 +333,9 @@ func migratedDSN(t testing.TB) string {
 	})
 }
 
+// quietLogger drops the library's log lines (the second-pool warning, here expected).
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 // withApp returns dsn with application_name set, to find its connections in
 // pg_stat_activity.
 func withApp(t *testing.T, dsn, app string) string {
