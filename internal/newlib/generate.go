@@ -162,6 +162,11 @@ func rewriteAll(root string, paths []string, r renamer, aliases map[string]strin
 	return out, nil
 }
 
+// selfDir holds this command. Its files are about copying, not about the
+// library, and its tests use library names and paths as data: they are copied
+// as they are but for their import paths.
+const selfDir = "internal/newlib"
+
 // rewriteFile rewrites one file's content according to its kind. A Go file
 // with an alias imports the library under that name.
 func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
@@ -170,6 +175,8 @@ func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
 		return data
 	case base == "go.mod":
 		return r.modFile(data)
+	case strings.HasSuffix(base, ".go") && strings.HasPrefix(p, selfDir+"/"):
+		return r.goImports(p, data)
 	case strings.HasSuffix(base, ".go"):
 		return r.goSource(p, data, alias)
 	case utf8.Valid(data) && !bytes.ContainsRune(data, 0):

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"go/parser"
 	"go/scanner"
 	"go/token"
 	"io/fs"
@@ -119,6 +120,14 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 		require.NoError(t, err)
 		switch {
 		case rel == "go.sum":
+		case strings.HasPrefix(filepath.ToSlash(rel), selfDir+"/"):
+			if strings.HasSuffix(p, ".go") {
+				f, err := parser.ParseFile(token.NewFileSet(), p, data, parser.ImportsOnly)
+				require.NoError(t, err)
+				for _, imp := range f.Imports {
+					require.NotContains(t, imp.Path.Value, oldPath, rel)
+				}
+			}
 		case strings.HasSuffix(p, ".go"):
 			for _, tok := range goTokensNaming(rel, data, r) {
 				t.Errorf("%s: %s", rel, tok)

@@ -146,6 +146,28 @@ func (r renamer) goSource(name string, src []byte, alias string) []byte {
 	return out.Bytes()
 }
 
+// goImports rewrites the import paths of a Go file and nothing else.
+func (r renamer) goImports(name string, src []byte) []byte {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, name, src, parser.ImportsOnly)
+	if err != nil {
+		return src
+	}
+	var out bytes.Buffer
+	last := 0
+	for _, imp := range f.Imports {
+		start, end := fset.Position(imp.Path.Pos()).Offset, fset.Position(imp.Path.End()).Offset
+		out.Write(src[last:start])
+		out.WriteString(r.replace(string(src[start:end]), false))
+		last = end
+	}
+	out.Write(src[last:])
+	if formatted, err := format.Source(out.Bytes()); err == nil {
+		return formatted
+	}
+	return out.Bytes()
+}
+
 // rootImport finds the import of path in a Go file: the offset of its
 // string, and its alias; -1 when the file does not import path.
 func rootImport(src []byte, path string) (offset int, alias string) {
