@@ -264,8 +264,19 @@ func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
 // none of them twice.
 func requireMigratedOnce(t *testing.T, pool *pgxpool.Pool, schema string) {
 	t.Helper()
+	counts := versionCounts(t, pool, schema)
+	require.Len(t, counts, migrationFiles(t), "schema %s: applied versions %v", schema, counts)
+	for v, n := range counts {
+		require.Equal(t, 1, n, "schema %s: version %d applied %d times", schema, v, n)
+	}
+}
+
+// versionCounts returns how many rows each applied version has in schema's
+// version table: more than one means it was applied more than once.
+func versionCounts(t *testing.T, pool *pgxpool.Pool, schema string) map[int64]int {
+	t.Helper()
 	rows, err := pool.Query(t.Context(), fmt.Sprintf(
-		"SELECT version_id, count(*) FROM %s WHERE version_id > 0 AND is_applied GROUP BY 1 ORDER BY 1",
+		"SELECT version_id, count(*) FROM %s WHERE version_id > 0 AND is_applied GROUP BY 1",
 		pgx.Identifier{schema, migrate.VersionTable("mylib")}.Sanitize()))
 	require.NoError(t, err)
 	counts := map[int64]int{}
@@ -273,10 +284,7 @@ func requireMigratedOnce(t *testing.T, pool *pgxpool.Pool, schema string) {
 	var n int
 	_, err = pgx.ForEachRow(rows, []any{&version, &n}, func() error { counts[version] = n; return nil })
 	require.NoError(t, err)
-	require.Len(t, counts, migrationFiles(t), "schema %s: applied versions %v", schema, counts)
-	for v, n := range counts {
-		require.Equal(t, 1, n, "schema %s: version %d applied %d times", schema, v, n)
-	}
+	return counts
 }
 
 // advisoryLocks counts the advisory locks held or awaited in pool's database.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -242,6 +243,53 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 			require.NoError(t, err, "the next start migrates")
 			c.Close()
 			requireMigratedOnce(t, watch, "audit")
+			require.Zero(t, advisoryLocks(t, watch))
+		})
+	}
+}
+
+// When the lock's transaction ends while a migration runs, that migration
+// must not commit: a migrator that takes the freed lock would run it again.
+// The heartbeat notices only within a second, so each migration checks the
+// lock in its own transaction before it records its version.
+func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
+	files := fstest.MapFS{}
+	for v := 1; v <= 3; v++ {
+		files[fmt.Sprintf("%05d_slow.sql", v)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
+			"-- +goose Up\nCREATE TABLE {{tables.t%d}} (id int);\nSELECT pg_sleep(0.4);\n", v))}
+	}
+	set, err := migrate.Load("mylib", files)
+	require.NoError(t, err)
+	for _, target := range fleetTargets {
+		t.Run(target.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			reach := target.reach(t, dsn)
+			watch := pgtest.Pool(t, dsn)
+			up := func() <-chan error {
+				result := make(chan error, 1)
+				pool := pgtest.Pool(t, reach)
+				go func() {
+					_, err := set.Up(context.Background(), pool, "audit", quiet)
+					result <- err
+				}()
+				return result
+			}
+
+			first := up()
+			var holder *int32
+			require.Eventually(t, func() bool {
+				require.NoError(t, watch.QueryRow(t.Context(), `SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&holder))
+				return holder != nil && sleeping(t, watch)
+			}, 10*time.Second, 5*time.Millisecond, "the first migrator should be inside the lock, migrating")
+			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", *holder)
+			require.NoError(t, err)
+			second := up() // takes the freed lock while the first's migration is still running
+
+			require.ErrorIs(t, <-first, migrate.ErrLockLost)
+			require.NoError(t, <-second, "the second migrator should apply every file")
+			require.Equal(t, map[int64]int{1: 1, 2: 1, 3: 1}, versionCounts(t, watch, "audit"))
 			require.Zero(t, advisoryLocks(t, watch))
 		})
 	}

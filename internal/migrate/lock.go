@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3/database"
 )
 
 // ErrLockLost is returned when the migration lock's transaction ended while
@@ -58,6 +59,8 @@ const (
 // held is an acquired lock: an open transaction on a connection of the pool.
 type held struct {
 	conn *pgxpool.Conn
+	key  int64
+	pid  int32 // the server process of the lock's transaction
 }
 
 // acquire takes the lock, waiting as long as ctx allows. Each attempt is one
@@ -70,20 +73,20 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 	// idle_in_transaction_session_timeout is set off for this transaction only:
 	// the transaction is idle by design while goose works.
 	attempt := "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_try_advisory_xact_lock(" +
-		strconv.FormatInt(l.key, 10) + ")"
+		strconv.FormatInt(l.key, 10) + "), pg_backend_pid()"
 	wait := backoffFirst
 	for {
 		conn, err := l.pool.Acquire(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("getting a connection for the migration lock: %w", err)
 		}
-		got, err := tryLock(ctx, conn.Conn().PgConn(), attempt)
+		got, pid, err := tryLock(ctx, conn.Conn().PgConn(), attempt)
 		if err != nil {
 			conn.Release() // pgx closes a connection left mid-transaction on release
 			return nil, fmt.Errorf("taking the migration lock: %w", err)
 		}
 		if got {
-			return &held{conn: conn}, nil
+			return &held{conn: conn, key: l.key, pid: pid}, nil
 		}
 		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
 			conn.Release()
@@ -102,16 +105,70 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 	}
 }
 
-func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {
+func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, int32, error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	last := results[len(results)-1]
-	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
-		return false, errors.New("unexpected reply to pg_try_advisory_xact_lock")
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 2 {
+		return false, 0, errors.New("unexpected reply to pg_try_advisory_xact_lock")
 	}
-	return string(last.Rows[0][0]) == "t", nil
+	pid, err := strconv.ParseInt(string(last.Rows[0][1]), 10, 32)
+	return string(last.Rows[0][0]) == "t", int32(pid), err
+}
+
+// fenceSQL asks whether a server process still holds an advisory lock on a
+// bigint key, which pg_locks shows as two 32-bit halves.
+const fenceSQL = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+AND pid = $1 AND classid = $2::bigint::oid AND objid = $3::bigint::oid AND objsubid = 1
+AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`
+
+// fence fails with ErrLockLost unless the lock's transaction still holds the
+// lock. goose runs it in each migration's own transaction just before
+// recording the version, so a migration does not commit after the lock is
+// lost, in the second before the heartbeat notices, while another migrator may
+// already have taken the lock and started the same migration. What remains is
+// the gap between this check and the COMMIT.
+func (h *held) fence(ctx context.Context, db database.DBTxConn) error {
+	var ok bool
+	err := db.QueryRowContext(ctx, fenceSQL, h.pid, int64(uint64(h.key)>>32), int64(uint32(h.key))).Scan(&ok)
+	switch {
+	case err != nil:
+		return fmt.Errorf("checking the migration lock: %w", err)
+	case !ok:
+		return fmt.Errorf("%w: its transaction ended while migrating; the migration was rolled back", ErrLockLost)
+	}
+	return nil
+}
+
+// fencedStore is goose's version store with the lock's fence before every
+// version it records.
+type fencedStore struct {
+	database.StoreExtender
+	fence func(context.Context, database.DBTxConn) error
+}
+
+// newFencedStore wraps goose's store for the version table.
+func newFencedStore(table string, h *held) (database.Store, error) {
+	store, err := database.NewStore(database.DialectPostgres, table)
+	if err != nil {
+		return nil, err
+	}
+	ext, ok := store.(database.StoreExtender)
+	if !ok {
+		return nil, fmt.Errorf("goose's postgres store (%T) no longer reports whether its table exists", store)
+	}
+	return fencedStore{ext, h.fence}, nil
+}
+
+func (s fencedStore) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {
+	if req.Version > 0 {
+		if err := s.fence(ctx, db); err != nil {
+			return err
+		}
+	}
+	return s.StoreExtender.Insert(ctx, db, req)
 }
 
 // keepAlive runs first (if not empty) in the lock's transaction, then pings

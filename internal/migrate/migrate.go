@@ -238,7 +238,7 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	}
 	res.Version = p.version
 	if len(p.pending) > 0 {
-		res, err = m.run(ctx, pool, sf, schema, p.version, log)
+		res, err = m.run(ctx, pool, h, sf, schema, p.version, log)
 	}
 	// Record checksums of whatever is applied now, even after a failure: the
 	// files that did apply are the ones to hold the schema to.
@@ -250,12 +250,17 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 }
 
 // run applies the pending files with goose; version is the schema's version before.
-func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
+func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
 	start := time.Now()
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, sf.fsys,
-		goose.WithTableName(sf.versionTable),
+	// The store checks the lock before each version is recorded.
+	store, err := newFencedStore(sf.versionTable, h)
+	if err != nil {
+		return Result{}, fmt.Errorf("preparing migrations for schema %q: %w", schema, err)
+	}
+	provider, err := goose.NewProvider(goose.DialectCustom, db, sf.fsys,
+		goose.WithStore(store),
 		goose.WithDisableGlobalRegistry(true), // a host's own goose registrations stay out
 	)
 	if err != nil {
@@ -274,6 +279,8 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, sf *schemaFile
 	}
 	res.Version = version
 	switch {
+	case partial != nil && errors.Is(partial.Err, ErrLockLost):
+		return res, fmt.Errorf("migrating schema %q, %s: %w", schema, partial.Failed.Source.Path, partial.Err)
 	case partial != nil:
 		f := m.byVersion[partial.Failed.Source.Version]
 		kept := "nothing of it was kept; fix the file and start again"
