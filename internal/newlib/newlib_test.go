@@ -87,7 +87,8 @@ func TestRun_Refuses(t *testing.T) {
 }
 
 // TestGenerate_LeavesNoTraceOfTheTemplateName checks every Go token and text
-// line of a fresh copy for the template's name.
+// line of a fresh copy for the template's name, but in internal/newlib, whose
+// files are copied as they are but for their import paths.
 func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 	oldPath, oldName := templatePath(t), templateName(t)
 	newPath, name := secondLibrary(t)
