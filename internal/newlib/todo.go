@@ -27,7 +27,7 @@ func (c *copied) steps() (replace []string, keep, never string) {
 		replace = append(replace, "`"+migrationsDir+"/*.sql` with your own migrations, numbered from `00001_name.sql`, naming tables only as `{{tables.name}}`.")
 	}
 	replace = append(replace, "the text of `README.md`, and the note newlib put at its top.")
-	keep = "Keep " + codeList(append(keptRootFiles, "internal/")) + " as they are."
+	keep = "Keep " + codeList(slices.Concat(keptRootFiles, []string{"internal/"})) + " as they are."
 	at := "in the root package"
 	if c.todo.constFile != "" {
 		at = fmt.Sprintf("(`%s` line %d)", c.todo.constFile, c.todo.constLine)
