@@ -143,6 +143,15 @@ func TestRestart_KeepsDataAndDSN(t *testing.T) {
 	require.Equal(t, "survives", v)
 }
 
+func TestStart_ServerThatExitsReportsItsLog(t *testing.T) {
+	if _, err := findBinaries(); err != nil {
+		noBinaries(t, err)
+	}
+	_, err := Start(t.Context(), WithSetting("shared_buffers", "lots"))
+	require.ErrorContains(t, err, "postgres exited during startup")
+	require.ErrorContains(t, err, `invalid value for parameter "shared_buffers"`, "the error quotes the server's log")
+}
+
 func TestRestart_AfterStopFails(t *testing.T) {
 	s := start(t)
 	require.NoError(t, s.Stop())
