@@ -235,6 +235,7 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 
 			require.ErrorIs(t, err, migrate.ErrLockLost)
 			require.ErrorIs(t, err, mylib.ErrMigration)
+			require.NotErrorIs(t, err, migrate.ErrFailed, "the file is fine: the error should not say to fix it")
 			require.ErrorContains(t, err, "migration lock lost")
 			require.Less(t, failedAfter, 5*time.Second, "the heartbeat should notice within about a second")
 			requireNothingMigrated(t, watch, "audit")
@@ -336,6 +337,7 @@ func TestMigrationLock_PgBouncerIdleTransactionTimeout(t *testing.T) {
 				return
 			}
 			require.ErrorIs(t, err, migrate.ErrLockLost)
+			require.NotErrorIs(t, err, migrate.ErrFailed, "the file is fine: the error should not say to fix it")
 			require.ErrorContains(t, err, "idle_transaction_timeout", "the error should name the likely cause")
 			requireNothingMigrated(t, watch, "audit")
 		})

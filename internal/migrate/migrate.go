@@ -279,7 +279,9 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 	}
 	res.Version = version
 	switch {
-	case partial != nil && errors.Is(partial.Err, ErrLockLost):
+	case partial != nil && (errors.Is(partial.Err, ErrLockLost) || errors.Is(context.Cause(ctx), ErrLockLost)):
+		// Stopped by the lost lock (the fence, or the heartbeat's cancel,
+		// whose error the caller adds), not by the file: no ErrFailed.
 		return res, fmt.Errorf("migrating schema %q, %s: %w", schema, partial.Failed.Source.Path, partial.Err)
 	case partial != nil:
 		f := m.byVersion[partial.Failed.Source.Version]
