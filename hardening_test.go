@@ -186,18 +186,18 @@ func TestPrivilege_RoleThatOwnsOnlyItsSchema(t *testing.T) {
 	// The grants a host needs: a role, and a schema it owns. No superuser, no
 	// CREATE on the database. Role names are per server, so they carry the
 	// database's name.
-	audit, billing := db+"_audit", db+"_billing"
+	auditRole, otherRole := db+"_audit", db+"_other"
 	for _, stmt := range []string{
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'", audit),
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'", billing),
-		fmt.Sprintf("CREATE SCHEMA audit AUTHORIZATION %s", audit),
-		fmt.Sprintf("CREATE SCHEMA billing AUTHORIZATION %s", billing),
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'", auditRole),
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'", otherRole),
+		fmt.Sprintf("CREATE SCHEMA audit AUTHORIZATION %s", auditRole),
+		fmt.Sprintf("CREATE SCHEMA other AUTHORIZATION %s", otherRole),
 	} {
 		_, err := admin.Exec(ctx, stmt)
 		require.NoError(t, err, stmt)
 	}
 	t.Cleanup(func() {
-		for _, r := range []string{audit, billing} {
+		for _, r := range []string{auditRole, otherRole} {
 			_, _ = admin.Exec(context.Background(), fmt.Sprintf("DROP OWNED BY %s CASCADE", r))
 			_, _ = admin.Exec(context.Background(), fmt.Sprintf("DROP ROLE IF EXISTS %s", r))
 		}
@@ -205,7 +205,7 @@ func TestPrivilege_RoleThatOwnsOnlyItsSchema(t *testing.T) {
 	poolAs := func(role string) *pgxpool.Pool {
 		return pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.ConnConfig.User, c.ConnConfig.Password = role, "pw" })
 	}
-	auditPool, billingPool := poolAs(audit), poolAs(billing)
+	auditPool, otherPool := poolAs(auditRole), poolAs(otherRole)
 	var super, canCreate bool
 	require.NoError(t, auditPool.QueryRow(ctx, "SELECT rolsuper, has_database_privilege(current_database(), 'CREATE') FROM pg_roles WHERE rolname = current_user").Scan(&super, &canCreate))
 	require.False(t, super)
@@ -214,13 +214,13 @@ func TestPrivilege_RoleThatOwnsOnlyItsSchema(t *testing.T) {
 	a, err := mylib.New(ctx, mylib.WithManager(host{auditPool, "audit"}))
 	require.NoError(t, err, "a role owning only its schema runs the library embedded")
 	defer a.Close()
-	b, err := mylib.New(ctx, mylib.WithManager(host{billingPool, "billing"}))
+	b, err := mylib.New(ctx, mylib.WithManager(host{otherPool, "other"}))
 	require.NoError(t, err)
 	defer b.Close()
 	_, err = a.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
 	require.NoError(t, err)
 
-	_, err = auditPool.Exec(ctx, "SELECT * FROM billing.events")
+	_, err = auditPool.Exec(ctx, "SELECT * FROM other.events")
 	require.ErrorContains(t, err, "permission denied", "one library's role cannot read another's schema")
 
 	_, err = mylib.New(ctx, mylib.WithManager(host{auditPool, "elsewhere"}))
