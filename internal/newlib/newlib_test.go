@@ -235,7 +235,7 @@ func TestCopy(t *testing.T) {
 func skipUnlessSlow(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("-short: copying the template and building the copy takes tens of seconds")
+		t.Skip("-short: building the copy, running its whole test suite and a host program on both libraries take a minute or more")
 	}
 	if os.Getenv(insideCopy) != "" {
 		t.Skip("this library is a copy under test by its template's newlib test, which covers copying it")
