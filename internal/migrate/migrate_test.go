@@ -201,7 +201,7 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 	took := time.Since(start)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "waiting for the migration lock")
-	require.Less(t, took, time.Second, "returns promptly after the context ends")
+	require.Less(t, took, 2*time.Second, "returns promptly after the context ends (300 ms), with room for a loaded machine")
 	require.EqualValues(t, 1, r.pool.Stat().AcquiredConns(), "only the holder's connection is in use: the waiter released its own")
 
 	var locks int
@@ -225,7 +225,7 @@ func TestUp_PoolOfOneConnection(t *testing.T) {
 	_, err = m.Up(context.Background(), one, "lib", log)
 	require.ErrorIs(t, err, ErrPoolTooSmall, "migrating needs two connections: fail fast rather than deadlock")
 	require.ErrorContains(t, err, "at least 2")
-	require.Less(t, time.Since(start), time.Second)
+	require.Less(t, time.Since(start), 2*time.Second, "fails fast, without waiting on the pool")
 
 	_, err = m.Up(context.Background(), pgtest.Pool(t, dsn), "lib", log)
 	require.NoError(t, err)
