@@ -37,7 +37,7 @@ type Cursor struct {
 }
 
 // Page is one page of a subject's events, newest first. Next is nil on the
-// last page.
+// last page, so a loop that follows Next never fetches an empty page.
 type Page struct {
 	Events []Event
 	Next   *Cursor
@@ -48,17 +48,22 @@ const MaxPageSize = 1000
 
 // Statements are parsed once, here; each Client renders them once for its schema.
 var (
-	// One statement uses both tables: the subject is upserted (its
-	// last_event_at kept current) and the event refers to it. DO UPDATE rather
-	// than DO NOTHING so that RETURNING always yields the id, even when another
-	// transaction created the subject concurrently.
-	recordSQL = sqltmpl.Must(`WITH s AS (
-	INSERT INTO {{tables.subjects}} AS s (name, last_event_at) VALUES ($3, coalesce($5, now()))
-	ON CONFLICT (name) DO UPDATE SET last_event_at = greatest(s.last_event_at, excluded.last_event_at)
+	// One statement uses both tables: it finds the subject, or creates it,
+	// and appends the event that refers to it. An existing subject's row is
+	// only read, never updated or locked for update, so host transactions
+	// recording events of the same subjects (RecordTx) never wait on each
+	// other. When another transaction creates the same new subject at the
+	// same moment, the statement inserts nothing and record runs it again.
+	recordSQL = sqltmpl.Must(`WITH found AS (
+	SELECT id FROM {{tables.subjects}} WHERE name = $3
+), created AS (
+	INSERT INTO {{tables.subjects}} (name) SELECT $3 WHERE NOT EXISTS (SELECT FROM found)
+	ON CONFLICT (name) DO NOTHING
 	RETURNING id
 )
 INSERT INTO {{tables.events}} (actor, action, subject_id, data, occurred_at)
-SELECT $1, $2, s.id, coalesce($4::jsonb, '{}'), coalesce($5, now()) FROM s
+SELECT $1, $2, s.id, coalesce($4::jsonb, '{}'), coalesce($5, now())
+FROM (SELECT id FROM found UNION ALL SELECT id FROM created) AS s
 RETURNING id, occurred_at`)
 
 	listFirstSQL = sqltmpl.Must(`SELECT e.id, e.actor, e.action, s.name, e.data, e.occurred_at
@@ -111,7 +116,14 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 	if !ev.At.IsZero() {
 		at = ev.At
 	}
-	err := q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, ev.Data, at).Scan(&ev.ID, &ev.At)
+	var err error
+	// A second run sees the subject another transaction created meanwhile.
+	for range 2 {
+		err = q.QueryRow(ctx, c.sql.SQL(recordSQL), ev.Actor, ev.Action, ev.Subject, ev.Data, at).Scan(&ev.ID, &ev.At)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
 	if err != nil {
 		return Event{}, c.fail(err, "recording %s %s on %s", ev.Actor, ev.Action, ev.Subject)
 	}
@@ -147,14 +159,14 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 	var rows pgx.Rows
 	var err error
 	if after == nil {
-		rows, err = c.pool.Query(ctx, c.sql.SQL(listFirstSQL), subject, limit)
+		rows, err = c.pool.Query(ctx, c.sql.SQL(listFirstSQL), subject, limit+1)
 	} else {
-		rows, err = c.pool.Query(ctx, c.sql.SQL(listAfterSQL), subject, limit, after.At, after.ID)
+		rows, err = c.pool.Query(ctx, c.sql.SQL(listAfterSQL), subject, limit+1, after.At, after.ID)
 	}
 	if err != nil {
 		return Page{}, c.fail(err, "listing events of %s", subject)
 	}
-	events := make([]Event, 0, min(limit, 64))
+	events := make([]Event, 0, min(limit+1, 64))
 	var ev Event
 	// jsonb is scanned as bytes: scanning into json.RawMessage would run
 	// json.Unmarshal on every row to validate what the server already did.
@@ -167,9 +179,11 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 	if err != nil {
 		return Page{}, c.fail(err, "listing events of %s", subject)
 	}
+	// One row more than asked for says whether there is a next page.
 	p := Page{Events: events}
-	if len(events) == limit {
-		last := events[len(events)-1]
+	if len(events) > limit {
+		p.Events = events[:limit]
+		last := p.Events[limit-1]
 		p.Next = &Cursor{At: last.At, ID: last.ID}
 	}
 	return p, nil

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgdual/mylib"
@@ -132,6 +134,93 @@ func TestAudit_RecordTxCommitsAndRollsBackWithTheHostsWrite(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n, "a rolled back purge deletes nothing")
 	})
+}
+
+func TestAudit_FullLastPageHasNoNext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := mustOpen(t, modes[0], migratedDSN(t), "audit")
+	for range 4 {
+		_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "four"})
+		require.NoError(t, err)
+	}
+	first, err := c.List(ctx, "four", 2, nil)
+	require.NoError(t, err)
+	require.Len(t, first.Events, 2)
+	require.NotNil(t, first.Next)
+	last, err := c.List(ctx, "four", 2, first.Next)
+	require.NoError(t, err)
+	require.Len(t, last.Events, 2)
+	require.Nil(t, last.Next, "a full last page says there is no next one")
+}
+
+// Host transactions that record events of the same subjects never wait on
+// each other: a subject's row is read, not locked for update.
+func TestAudit_RecordTxOnSharedSubjectsNeverBlocks(t *testing.T) {
+	t.Parallel()
+	dsn := migratedDSN(t)
+	ctx := context.Background()
+	c := mustOpen(t, modes[0], dsn, "audit")
+	for _, s := range []string{"a", "b"} {
+		_, err := c.Record(ctx, mylib.Event{Actor: "setup", Action: "create", Subject: s})
+		require.NoError(t, err)
+	}
+	pool := pgtest.Pool(t, dsn)
+	tx1, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx1.Rollback(ctx)
+	tx2, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx2.Rollback(ctx)
+
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	record := func(tx pgx.Tx, subject string) error {
+		callCtx, cancel := short()
+		defer cancel()
+		if tx == nil {
+			_, err := c.Record(callCtx, mylib.Event{Actor: "x", Action: "y", Subject: subject})
+			return err
+		}
+		_, err := c.RecordTx(callCtx, tx, mylib.Event{Actor: "x", Action: "y", Subject: subject})
+		return err
+	}
+	require.NoError(t, record(tx1, "a"))
+	require.NoError(t, record(tx2, "b"))
+	require.NoError(t, record(nil, "a"), "a plain Record is not held up by an open host transaction")
+	require.NoError(t, record(tx1, "b"))
+	require.NoError(t, record(tx2, "a"), "no deadlock between two host transactions")
+	require.NoError(t, tx1.Commit(ctx))
+	require.NoError(t, tx2.Commit(ctx))
+	n, err := c.Count(ctx, "a")
+	require.NoError(t, err)
+	require.EqualValues(t, 4, n)
+}
+
+// Many writers creating the same new subjects at once: every write lands.
+func TestAudit_ConcurrentFirstEventsOfOneSubject(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := mustOpen(t, modes[0], migratedDSN(t), "audit")
+	var wg sync.WaitGroup
+	errs := make(chan error, 80)
+	for i := range 80 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Record(ctx, mylib.Event{Actor: "w", Action: "first", Subject: fmt.Sprintf("new:%d", i%4)})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for i := range 4 {
+		n, err := c.Count(ctx, fmt.Sprintf("new:%d", i))
+		require.NoError(t, err)
+		require.EqualValues(t, 20, n)
+	}
 }
 
 func TestAudit_BadEventsAreRefused(t *testing.T) {

@@ -3,13 +3,12 @@
 
 -- +goose Up
 CREATE TABLE {{tables.subjects}} (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name          text        NOT NULL UNIQUE,
-    last_event_at timestamptz NOT NULL
+    id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL UNIQUE
 );
 
-INSERT INTO {{tables.subjects}} (name, last_event_at)
-SELECT subject, max(occurred_at) FROM {{tables.events}} GROUP BY subject;
+INSERT INTO {{tables.subjects}} (name)
+SELECT DISTINCT subject FROM {{tables.events}};
 
 ALTER TABLE {{tables.events}} ADD COLUMN subject_id bigint REFERENCES {{tables.subjects}} (id);
 UPDATE {{tables.events}} e SET subject_id = s.id FROM {{tables.subjects}} s WHERE s.name = e.subject;
