@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,19 +69,13 @@ type held struct {
 // asks done whether the holder has already finished the work: if so acquire
 // returns (nil, nil) without the lock, else it sleeps and tries again.
 func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (*held, error) {
-	// The key is a number we computed, so it can be inlined, which lets BEGIN,
-	// SET LOCAL and the attempt travel in one simple-protocol round trip.
-	// idle_in_transaction_session_timeout is set off for this transaction only:
-	// the transaction is idle by design while goose works.
-	attempt := "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SELECT pg_try_advisory_xact_lock(" +
-		strconv.FormatInt(l.key, 10) + "), pg_backend_pid()"
 	wait := backoffFirst
 	for {
 		conn, err := l.pool.Acquire(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("getting a connection for the migration lock: %w", err)
 		}
-		got, pid, err := tryLock(ctx, conn.Conn().PgConn(), attempt)
+		got, pid, err := tryLock(ctx, conn.Conn().PgConn(), l.attempt(conn.Conn().PgConn()))
 		if err != nil {
 			conn.Release() // pgx closes a connection left mid-transaction on release
 			return nil, fmt.Errorf("taking the migration lock: %w", err)
@@ -103,6 +98,27 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 		}
 		wait = min(wait*2, backoffMax)
 	}
+}
+
+// attempt is the statement of one attempt. The key is a number we computed,
+// so it can be inlined, which lets BEGIN, the settings and the attempt travel
+// in one simple-protocol round trip. READ COMMITTED whatever the host's
+// default, so the checksums recorded at release see what goose committed. A
+// host's idle_in_transaction_session_timeout (and, from PostgreSQL 17,
+// transaction_timeout) is set off for this transaction only: it is idle by
+// design while goose works, and may last as long as the migrations.
+func (l lock) attempt(conn *pgconn.PgConn) string {
+	off := "SET LOCAL idle_in_transaction_session_timeout = 0; "
+	if major, _, _ := strings.Cut(conn.ParameterStatus("server_version"), "."); atoiOr0(major) >= 17 {
+		off += "SET LOCAL transaction_timeout = 0; "
+	}
+	return "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
+		"SELECT pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_backend_pid()"
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, int32, error) {
@@ -204,7 +220,7 @@ func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, fi
 						result <- nil
 						return
 					}
-					err = fmt.Errorf("%w: its transaction ended while migrating (%v); if a pooler sets idle_transaction_timeout, raise it above %s", ErrLockLost, err, heartbeat)
+					err = fmt.Errorf("%w: its transaction ended while migrating (%v): its backend was terminated, the server restarted or failed over, or a pooler's idle_transaction_timeout (keep it above %s) closed it; start again", ErrLockLost, err, heartbeat)
 					cancel(err)
 					result <- err
 					return

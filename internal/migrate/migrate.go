@@ -61,6 +61,7 @@ type schemaFiles struct {
 	fsys         *renderedFS
 	versionTable string // schema.table as goose pastes it, unquoted
 	stateSQL     string
+	versionsSQL  string
 	recordSQL    string
 	schemaSQL    string
 	sumsSQL      string
@@ -116,6 +117,7 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	s := &schemaFiles{
 		fsys:         fsys,
 		versionTable: schema + "." + m.versionTable,
+		versionsSQL:  `SELECT version_id, 0::bigint FROM ` + versions + ` WHERE is_applied AND version_id > 0`,
 		stateSQL: `SELECT v.version_id, coalesce(c.checksum, 0) FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
 		// The schema is created only when missing: CREATE SCHEMA IF NOT
@@ -283,6 +285,10 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 		// Stopped by the lost lock (the fence, or the heartbeat's cancel,
 		// whose error the caller adds), not by the file: no ErrFailed.
 		return res, fmt.Errorf("migrating schema %q, %s: %w", schema, partial.Failed.Source.Path, partial.Err)
+	case partial != nil && ctx.Err() != nil:
+		// The caller's deadline or cancel stopped the file, not its SQL.
+		return res, fmt.Errorf("migrating schema %q: %s was interrupted (%w); the schema stays at version %d: give New a longer deadline and start again",
+			schema, partial.Failed.Source.Path, context.Cause(ctx), res.Version)
 	case partial != nil:
 		f := m.byVersion[partial.Failed.Source.Version]
 		kept := "nothing of it was kept; fix the file and start again"
@@ -313,10 +319,22 @@ func (m *Migrations) list(of func(file) int64) string {
 // none was recorded, e.g. a schema first migrated by plain goose).
 type state map[int64]int64
 
+// readState reads the applied versions and their checksums. When the
+// checksum table is missing (a schema migrated by plain goose, or by a release
+// without checksums; and, under the lock, before the table's creation commits)
+// it reads the versions alone, with no checksum recorded.
 func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
-	// Simple protocol: one round trip, and no prepared statement left in
-	// every connection's cache for a query run once per start.
-	rows, err := pool.Query(ctx, sf.stateSQL, pgx.QueryExecModeSimpleProtocol)
+	st, err := m.query(ctx, pool, sf.stateSQL)
+	if isMissing(err) {
+		st, err = m.query(ctx, pool, sf.versionsSQL)
+	}
+	return st, err
+}
+
+// query runs a state query. Simple protocol: one round trip, and no prepared
+// statement left in every connection's cache for a query run once per start.
+func (m *Migrations) query(ctx context.Context, pool *pgxpool.Pool, sql string) (state, error) {
+	rows, err := pool.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return nil, err
 	}

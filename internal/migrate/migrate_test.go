@@ -153,6 +153,48 @@ func TestUp_NewerDatabaseWarnsAndNeverMigratesDown(t *testing.T) {
 	require.True(t, r.tableExists("c"), "nothing migrated down")
 }
 
+// Checks hold for a schema whose checksums are not recorded yet, too.
+func TestUp_WithoutChecksumsFilesAreStillChecked(t *testing.T) {
+	t.Parallel()
+	r := newRun(t)
+	_, err := r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	dropSums := func() {
+		_, err := r.pool.Exec(context.Background(), "DROP TABLE IF EXISTS lib.mylib_goose_checksums")
+		require.NoError(t, err)
+	}
+	dropSums()
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	require.ErrorIs(t, err, ErrUnknownVersion)
+	dropSums()
+	r.logs.Reset()
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")})
+	require.NoError(t, err)
+	require.Contains(t, r.logs.String(), "newer version")
+
+	other := newRun(t)
+	_, err = other.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	_, err = other.pool.Exec(context.Background(), "DROP TABLE lib.mylib_goose_checksums")
+	require.NoError(t, err)
+	_, err = other.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b"), "00003_c.sql": sqlFile("c")})
+	require.ErrorIs(t, err, ErrOutOfOrder)
+}
+
+func TestUp_InterruptedByTheCallersDeadlineIsNotABrokenFile(t *testing.T) {
+	t.Parallel()
+	r := newRun(t)
+	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_slow.sql": {Data: []byte("-- +goose Up\nSELECT pg_sleep(5);\n")}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	_, err = m.Up(ctx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, ErrFailed)
+	require.ErrorContains(t, err, "longer deadline")
+	require.Equal(t, []int64{1}, r.versions())
+}
+
 func TestUp_AppliedVersionWithoutItsFileIsRefused(t *testing.T) {
 	t.Parallel()
 	r := newRun(t)
@@ -175,6 +217,7 @@ func TestUp_SchemaMigratedByPlainGooseGetsChecksums(t *testing.T) {
 	res, err := r.up(files)
 	require.NoError(t, err)
 	require.Empty(t, res.Applied)
+	require.EqualValues(t, 2, res.Version, "the applied versions are read even without checksums")
 	var n int
 	require.NoError(t, r.pool.QueryRow(context.Background(), "SELECT count(*) FROM lib.mylib_goose_checksums").Scan(&n))
 	require.Equal(t, 2, n)
