@@ -268,6 +268,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -286,7 +287,9 @@ func (m manager) Pool() *pgxpool.Pool { return m.pool }
 func (m manager) Schema() string      { return m.schema }
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := run(ctx); err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
