@@ -63,6 +63,16 @@ var (
 	ErrDrift = migrate.ErrDrift
 	// ErrOutOfOrder is wrapped when a file is numbered below the applied version.
 	ErrOutOfOrder = migrate.ErrOutOfOrder
+	// ErrUnknownVersion is wrapped when the schema records a version that no
+	// file has: a migration file was deleted or renamed.
+	ErrUnknownVersion = migrate.ErrUnknownVersion
+	// ErrMigrationFailed is wrapped when a migration file's SQL failed; the
+	// schema stays at the version before it. Fix the file.
+	ErrMigrationFailed = migrate.ErrFailed
+	// ErrLockLost is wrapped when the migration lock's transaction ended while
+	// migrating (a terminated backend, a failover, a pooler's timeout). Nothing
+	// ran unlocked; starting again is safe.
+	ErrLockLost = migrate.ErrLockLost
 )
 
 //go:embed migrations/*.sql
@@ -123,12 +133,22 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	}
 	if _, err := set.Up(ctx, c.pool, c.schema, log); err != nil {
 		c.Close()
-		if errors.Is(err, migrate.ErrPoolTooSmall) {
-			err = fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		return nil, redact.Error(fmt.Errorf("%w: %w", ErrMigration, err), secrets...)
+		return nil, redact.Error(startError(err), secrets...)
 	}
 	return c, nil
+}
+
+// startError says which kind of failure stopped New: the server could not be
+// reached, the pool cannot migrate, or the migrations themselves.
+func startError(err error) error {
+	var connect *pgconn.ConnectError
+	switch {
+	case errors.As(err, &connect):
+		return fmt.Errorf(moduleName+": cannot reach the database: check the DSN's host, port, user and password, and that the server is up: %w", connect)
+	case errors.Is(err, migrate.ErrPoolTooSmall):
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return fmt.Errorf("%w: %w", ErrMigration, err)
 }
 
 // open builds the Client around the host's pool, or around a new pool of its

@@ -76,3 +76,29 @@ func TestNew_BadInputIsRefusedWithNothingCreated(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, len(cases), 30)
 }
+
+func TestNew_UnreachableServerSaysSo(t *testing.T) {
+	t.Parallel()
+	_, err := mylib.New(context.Background(), mylib.WithDSN("postgres://u:pw@127.0.0.1:1/db?connect_timeout=2"))
+	require.ErrorContains(t, err, "cannot reach the database")
+	require.NotErrorIs(t, err, mylib.ErrMigration)
+	require.True(t, strings.HasPrefix(err.Error(), "mylib: "))
+}
+
+func TestNew_PoolOfOneConnectionFailsFastOnAnEmptySchema(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	_, err := mylib.New(context.Background(), mylib.WithManager(host{one, "audit"}))
+	require.ErrorIs(t, err, mylib.ErrInvalidConfig)
+	require.ErrorContains(t, err, "at least 2")
+	require.Equal(t, 1, strings.Count(err.Error(), "mylib: "), "one prefix: %q", err)
+	require.Empty(t, schemas(t, dsn))
+
+	c, err := mylib.New(context.Background(), mylib.WithManager(host{pgtest.Pool(t, dsn), "audit"}))
+	require.NoError(t, err)
+	c.Close()
+	c, err = mylib.New(context.Background(), mylib.WithManager(host{one, "audit"}))
+	require.NoError(t, err, "an up-to-date schema needs one connection")
+	c.Close()
+}
