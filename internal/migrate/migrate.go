@@ -99,9 +99,6 @@ func ChecksumTable(module string) string { return module + "_goose_checksums" }
 // Latest returns the highest version among the files.
 func (m *Migrations) Latest() int64 { return m.files[len(m.files)-1].version }
 
-// Len returns the number of migration files.
-func (m *Migrations) Len() int { return len(m.files) }
-
 func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -413,12 +410,3 @@ func (m *Migrations) plan(st state, schema string) (plan, error) {
 // identifiers, so this only ever doubles nothing; it is here so the rule does
 // not depend on that.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// Describe lists the files, for messages and the command's report.
-func (m *Migrations) Describe() string {
-	names := make([]string, len(m.files))
-	for i, f := range m.files {
-		names[i] = f.name
-	}
-	return strings.Join(names, ", ")
-}

@@ -16,6 +16,10 @@ import (
 
 const mask = "xxxxx"
 
+// minSecret is the shortest secret masked: masking a one- or two-letter
+// password would garble every message it occurs in and protect nothing.
+const minSecret = 3
+
 var (
 	urlPassword = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/?#]*:([^@]*)@`)
 	kvPassword  = regexp.MustCompile(`(?:^|\s)(?:ssl)?password\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))`)
@@ -54,7 +58,7 @@ func Secrets(dsn string) []string {
 // that a secret containing another is masked whole.
 func String(msg string, secrets ...string) string {
 	for _, s := range sortedByLength(secrets) {
-		if s != "" {
+		if len(s) >= minSecret {
 			msg = strings.ReplaceAll(msg, s, mask)
 		}
 	}

@@ -26,11 +26,11 @@ var ErrPlaceholder = errors.New("bad placeholder")
 // ErrSchemaName is wrapped by every error about an invalid schema name.
 var ErrSchemaName = errors.New("invalid schema name")
 
-var (
-	schemaPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	// namePattern is what may follow "tables." in a placeholder.
-	namePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-)
+// identifier is a schema name, and what may follow "tables." in a placeholder.
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// literalHint is for braces that are SQL, not placeholders.
+const literalHint = `; "{{" and "}}" are reserved for placeholders: in a literal such as '{{1,2},{3,4}}' put a space between the braces ('{ {1,2},{3,4} }'), or pass the value as a parameter`
 
 // ValidateSchema reports whether name can be a library's schema: a lowercase
 // identifier of at most 63 bytes that is not reserved by PostgreSQL. Names are
@@ -40,7 +40,7 @@ func ValidateSchema(name string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("%w: the name is empty; use a lowercase identifier such as \"audit\"", ErrSchemaName)
-	case !schemaPattern.MatchString(name):
+	case !identifier.MatchString(name):
 		return fmt.Errorf("%w %q: it must match ^[a-z_][a-z0-9_]{0,62}$ (lowercase letters, digits and underscores, at most 63 bytes, not starting with a digit)", ErrSchemaName, name)
 	case strings.HasPrefix(name, "pg_"):
 		return fmt.Errorf("%w %q: it starts with pg_, which PostgreSQL reserves for system schemas; choose another name", ErrSchemaName, name)
@@ -74,19 +74,19 @@ func Parse(text string) (*Statement, error) {
 		open := strings.Index(rest, "{{")
 		if open < 0 {
 			if strings.Contains(rest, "}}") {
-				return nil, fmt.Errorf("%w: \"}}\" without \"{{\" at byte %d; placeholders are {{tables.name}} or {{schema}}",
-					ErrPlaceholder, offset+strings.Index(rest, "}}"))
+				return nil, fmt.Errorf("%w: \"}}\" without \"{{\" at byte %d%s",
+					ErrPlaceholder, offset+strings.Index(rest, "}}"), literalHint)
 			}
 			s.add(part{literal: rest})
 			return s, nil
 		}
 		if stray := strings.Index(rest[:open], "}}"); stray >= 0 {
-			return nil, fmt.Errorf("%w: \"}}\" without \"{{\" at byte %d; placeholders are {{tables.name}} or {{schema}}", ErrPlaceholder, offset+stray)
+			return nil, fmt.Errorf("%w: \"}}\" without \"{{\" at byte %d%s", ErrPlaceholder, offset+stray, literalHint)
 		}
 		s.add(part{literal: rest[:open]})
 		closeAt := strings.Index(rest[open+2:], "}}")
 		if closeAt < 0 {
-			return nil, fmt.Errorf("%w: \"{{\" at byte %d is never closed with \"}}\"", ErrPlaceholder, offset+open)
+			return nil, fmt.Errorf("%w: \"{{\" at byte %d is never closed with \"}}\"%s", ErrPlaceholder, offset+open, literalHint)
 		}
 		inner := rest[open+2 : open+2+closeAt]
 		p, err := placeholder(inner)
@@ -105,9 +105,9 @@ func placeholder(inner string) (part, error) {
 	}
 	table, ok := strings.CutPrefix(inner, "tables.")
 	if !ok {
-		return part{}, errors.New("unknown placeholder; the known ones are {{tables.name}} and {{schema}}")
+		return part{}, errors.New("unknown placeholder; the known ones are {{tables.name}} and {{schema}}" + literalHint)
 	}
-	if !namePattern.MatchString(table) {
+	if !identifier.MatchString(table) {
 		return part{}, errors.New("the table name must be a lowercase identifier matching ^[a-z_][a-z0-9_]{0,62}$")
 	}
 	return part{table: table}, nil
@@ -178,9 +178,6 @@ func NewRenderer(schema string) (*Renderer, error) {
 	}
 	return &Renderer{schema: schema, quoted: pgx.Identifier{schema}.Sanitize()}, nil
 }
-
-// Schema returns the schema the Renderer renders for.
-func (r *Renderer) Schema() string { return r.schema }
 
 // SQL returns s rendered for the Renderer's schema. After the first call for a
 // statement it costs one map lookup and allocates nothing.
