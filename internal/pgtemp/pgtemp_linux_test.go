@@ -46,6 +46,7 @@ func TestServer(t *testing.T) {
 		for name, want := range map[string]string{
 			"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
 			"max_connections": "200", "listen_addresses": "", "work_mem": "5MB",
+			"dynamic_shared_memory_type": "mmap", "max_wal_size": "128MB",
 		} {
 			var got string
 			require.NoError(t, conn.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got))
@@ -63,6 +64,12 @@ func TestServer(t *testing.T) {
 		require.Equal(t, filepath.Join(s.Dir(), "sock"), s.SocketDir())
 		require.FileExists(t, filepath.Join(s.SocketDir(), ".s.PGSQL."+strconv.Itoa(s.Port())))
 		require.Contains(t, s.DSN(), "host="+s.SocketDir())
+	})
+	t.Run("lives in memory when it can", func(t *testing.T) {
+		if os.Getenv("TMPDIR") != "" || memoryBackedDir() == "" {
+			t.Skip("TMPDIR is set, or /dev/shm is not a tmpfs with room")
+		}
+		require.Equal(t, "/dev/shm", filepath.Dir(s.Dir()))
 	})
 	t.Run("copies its log to WithLogOutput", func(t *testing.T) {
 		require.Contains(t, log.String(), "database system is ready to accept connections")
@@ -199,6 +206,30 @@ func TestStart_KilledOwnerLeavesNoServer(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "server processes %v outlived the test binary", server)
 	require.DirExists(t, dir, "the killed binary leaves its directory for a later Start to sweep")
 	require.True(t, isStale(dir), "the directory should count as stale now")
+
+	// What a later Start does: remove the directory, and the shared memory the server left.
+	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	require.NoError(t, err)
+	shmid := strings.Fields(strings.Split(string(pidFile), "\n")[6])[1]
+	require.Contains(t, sysvSegments(t), shmid)
+	removeStale(filepath.Dir(dir))
+	require.NoDirExists(t, dir)
+	if removesSharedMemory {
+		require.NotContains(t, sysvSegments(t), shmid)
+	}
+}
+
+// sysvSegments lists the ids of the System V shared memory segments.
+func sysvSegments(t *testing.T) []string {
+	b, err := os.ReadFile("/proc/sysvipc/shm")
+	require.NoError(t, err)
+	var ids []string
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 1 && f[0] != "key" {
+			ids = append(ids, f[1])
+		}
+	}
+	return ids
 }
 
 const helperEnv = "PGTEMP_TEST_HELPER"

@@ -9,3 +9,5 @@ import "syscall"
 func dieWithParent(*syscall.SysProcAttr) {}
 
 func zombie(int) bool { return false }
+
+func memoryBackedDir() string { return "" }

@@ -22,6 +22,9 @@ func removeStale(root string) {
 	dirs, _ := filepath.Glob(filepath.Join(root, dirPrefix+"*"))
 	for _, dir := range dirs {
 		if isStale(dir) {
+			if pid, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
+				removeSharedMemory(pid)
+			}
 			_ = os.RemoveAll(dir)
 		}
 	}
