@@ -134,35 +134,24 @@ func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, int32,
 	return string(last.Rows[0][0]) == "t", int32(pid), err
 }
 
-// fenceSQL asks whether a server process still holds an advisory lock on a
-// bigint key, which pg_locks shows as two 32-bit halves.
-const fenceSQL = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-AND pid = $1 AND classid = $2::bigint::oid AND objid = $3::bigint::oid AND objsubid = 1
-AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`
+// fencedInsertSQL records a version only while a server process still holds
+// an advisory lock on a bigint key, which pg_locks shows as two 32-bit halves:
+// the check and the write are one statement, in the migration's transaction.
+const fencedInsertSQL = `INSERT INTO %s (version_id, is_applied) SELECT $4, $5 WHERE EXISTS (
+	SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted
+	AND pid = $1 AND classid = $2::bigint::oid AND objid = $3::bigint::oid AND objsubid = 1
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`
 
-// fence fails with ErrLockLost unless the lock's transaction still holds the
-// lock. goose runs it in each migration's own transaction just before
-// recording the version, so a migration does not commit after the lock is
-// lost, in the second before the heartbeat notices, while another migrator may
-// already have taken the lock and started the same migration. What remains is
-// the gap between this check and the COMMIT.
-func (h *held) fence(ctx context.Context, db database.DBTxConn) error {
-	var ok bool
-	err := db.QueryRowContext(ctx, fenceSQL, h.pid, int64(uint64(h.key)>>32), int64(uint32(h.key))).Scan(&ok)
-	switch {
-	case err != nil:
-		return fmt.Errorf("checking the migration lock: %w", err)
-	case !ok:
-		return fmt.Errorf("%w: its transaction ended while migrating; the migration was rolled back", ErrLockLost)
-	}
-	return nil
-}
-
-// fencedStore is goose's version store with the lock's fence before every
-// version it records.
+// fencedStore is goose's version store, but a version is recorded only while
+// the lock's transaction still holds the lock. goose records it in each
+// migration's own transaction, so a migration does not commit after the lock
+// is lost, in the second before the heartbeat notices, while another migrator
+// may already have taken the lock and started the same migration. What
+// remains is the gap between this statement and the COMMIT.
 type fencedStore struct {
 	database.StoreExtender
-	fence func(context.Context, database.DBTxConn) error
+	insert string
+	h      *held
 }
 
 // newFencedStore wraps goose's store for the version table.
@@ -175,16 +164,22 @@ func newFencedStore(table string, h *held) (database.Store, error) {
 	if !ok {
 		return nil, fmt.Errorf("goose's postgres store (%T) no longer reports whether its table exists", store)
 	}
-	return fencedStore{ext, h.fence}, nil
+	return fencedStore{StoreExtender: ext, insert: fmt.Sprintf(fencedInsertSQL, table), h: h}, nil
 }
 
+// Insert implements database.Store.
 func (s fencedStore) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {
-	if req.Version > 0 {
-		if err := s.fence(ctx, db); err != nil {
-			return err
-		}
+	if req.Version == 0 { // the version table's first row, written before any migration
+		return s.StoreExtender.Insert(ctx, db, req)
 	}
-	return s.StoreExtender.Insert(ctx, db, req)
+	res, err := db.ExecContext(ctx, s.insert, s.h.pid, int64(uint64(s.h.key)>>32), int64(uint32(s.h.key)), req.Version, true)
+	if err != nil {
+		return fmt.Errorf("recording version %d: %w", req.Version, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("%w: its transaction ended while migrating; the migration was rolled back", ErrLockLost)
+	}
+	return nil
 }
 
 // keepAlive runs first (if not empty) in the lock's transaction, then pings

@@ -322,7 +322,9 @@ type state map[int64]int64
 // it reads the versions alone, with no checksum recorded.
 func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
 	st, err := m.query(ctx, pool, sf.stateSQL)
-	if isMissing(err) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // a table, not the schema: look for the versions alone
+
 		st, err = m.query(ctx, pool, sf.versionsSQL)
 	}
 	return st, err
