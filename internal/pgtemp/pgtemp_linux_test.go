@@ -94,14 +94,22 @@ func TestServer(t *testing.T) {
 
 func TestStart_TwoServersRunSideBySide(t *testing.T) {
 	servers := make([]*Server, 2)
+	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i := range servers {
-		wg.Go(func() { servers[i] = start(t) })
+		wg.Go(func() { servers[i], errs[i] = Start(t.Context()) })
 	}
 	wg.Wait()
+	for i, s := range servers {
+		if s != nil {
+			t.Cleanup(func() { assert.NoError(t, s.Stop()) })
+		}
+		if errors.Is(errs[i], ErrNoBinaries) {
+			noBinaries(t, errs[i])
+		}
+		require.NoError(t, errs[i])
+	}
 	a, b := servers[0], servers[1]
-	require.NotNil(t, a)
-	require.NotNil(t, b)
 
 	require.NotEqual(t, a.SocketDir(), b.SocketDir())
 	require.Equal(t, a.Port(), b.Port(), "same port, different socket directories")
