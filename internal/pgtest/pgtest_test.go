@@ -133,12 +133,11 @@ func TestTemplateDSN_TestBinariesShareOneServer(t *testing.T) {
 	const binaries = 3
 	outputs := make([][]byte, binaries)
 	errs := make([]error, binaries)
+	admin := AdminDSN(t)
 	var wg sync.WaitGroup
 	for i := range binaries {
-		wg.Go(func() {
-			cmd := helper(t, "build-template", "TEST_DATABASE_URL="+AdminDSN(t), "PGTEST_TEMPLATE_KEY="+key)
-			outputs[i], errs[i] = cmd.CombinedOutput()
-		})
+		cmd := helper(t, "build-template", "TEST_DATABASE_URL="+admin, "PGTEST_TEMPLATE_KEY="+key)
+		wg.Go(func() { outputs[i], errs[i] = cmd.CombinedOutput() })
 	}
 	wg.Wait()
 	ran := 0
