@@ -197,6 +197,11 @@ func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, fi
 					result <- nil
 					return
 				}
+				if h.conn.Conn().IsClosed() { // the connection, and the lock with it, is gone
+					err = fmt.Errorf("%w: its transaction ended (%v): its backend was terminated, the server restarted or failed over, or a pooler closed it; start again", ErrLockLost, err)
+				} else {
+					err = fmt.Errorf("creating the checksum table: %w", err)
+				}
 				cancel(err)
 				result <- err
 				return

@@ -282,7 +282,7 @@ func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *s
 		// Stopped by the lost lock (the fence, or the heartbeat's cancel,
 		// whose error the caller adds), not by the file: no ErrFailed.
 		return res, fmt.Errorf("migrating schema %q, %s: %w", schema, partial.Failed.Source.Path, partial.Err)
-	case partial != nil && ctx.Err() != nil:
+	case partial != nil && (errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(context.Cause(ctx), context.Canceled)):
 		// The caller's deadline or cancel stopped the file, not its SQL.
 		return res, fmt.Errorf("migrating schema %q: %s was interrupted (%w); the schema stays at version %d: give New a longer deadline and start again",
 			schema, partial.Failed.Source.Path, context.Cause(ctx), res.Version)
