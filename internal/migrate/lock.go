@@ -35,6 +35,10 @@ var ErrLockLost = errors.New("migration lock lost")
 type lock struct {
 	pool *pgxpool.Pool
 	key  int64
+	// probe, if set, is a query of one boolean that travels with each
+	// attempt, in a statement of its own after the lock is taken, so that
+	// it sees what the previous holder committed; held.probed is its answer.
+	probe string
 }
 
 // lockKey derives the advisory lock key from the module name and the schema, so
@@ -62,9 +66,10 @@ const (
 
 // held is an acquired lock: an open transaction on a connection of the pool.
 type held struct {
-	conn *pgxpool.Conn
-	key  int64
-	pid  int32 // the server process of the lock's transaction
+	conn   *pgxpool.Conn
+	key    int64
+	pid    int32 // the server process of the lock's transaction
+	probed bool  // the answer to lock.probe
 }
 
 // acquire takes the lock, waiting as long as ctx allows. Each attempt is one
@@ -78,13 +83,13 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 		if err != nil {
 			return nil, fmt.Errorf("getting a connection for the migration lock: %w", err)
 		}
-		got, pid, err := tryLock(ctx, conn.Conn().PgConn(), l.attempt(conn.Conn().PgConn()))
+		got, pid, probed, err := tryLock(ctx, conn.Conn().PgConn(), l.attempt(conn.Conn().PgConn()))
 		if err != nil {
 			conn.Release() // pgx closes a connection left mid-transaction on release
 			return nil, fmt.Errorf("taking the migration lock: %w", err)
 		}
 		if got {
-			return &held{conn: conn, key: l.key, pid: pid}, nil
+			return &held{conn: conn, key: l.key, pid: pid, probed: probed}, nil
 		}
 		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
 			conn.Release()
@@ -115,8 +120,12 @@ func (l lock) attempt(conn *pgconn.PgConn) string {
 	if major, _, _ := strings.Cut(conn.ParameterStatus("server_version"), "."); atoiOr0(major) >= 17 {
 		off += "SET LOCAL transaction_timeout = 0; "
 	}
+	probe := "SELECT false"
+	if l.probe != "" {
+		probe = l.probe
+	}
 	return "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
-		"SELECT pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_backend_pid()"
+		"SELECT pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_backend_pid(); " + probe
 }
 
 func atoiOr0(s string) int {
@@ -124,17 +133,17 @@ func atoiOr0(s string) int {
 	return n
 }
 
-func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, int32, error) {
+func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (got bool, pid int32, probed bool, err error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return false, 0, err
+		return false, 0, false, err
 	}
-	last := results[len(results)-1]
-	if len(last.Rows) != 1 || len(last.Rows[0]) != 2 {
-		return false, 0, errors.New("unexpected reply to pg_try_advisory_xact_lock")
+	attempt, probe := results[len(results)-2], results[len(results)-1]
+	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) != 2 || len(probe.Rows) != 1 || len(probe.Rows[0]) != 1 {
+		return false, 0, false, errors.New("unexpected reply to pg_try_advisory_xact_lock")
 	}
-	pid, err := strconv.ParseInt(string(last.Rows[0][1]), 10, 32)
-	return string(last.Rows[0][0]) == "t", int32(pid), err
+	n, err := strconv.ParseInt(string(attempt.Rows[0][1]), 10, 32)
+	return string(attempt.Rows[0][0]) == "t", int32(n), string(probe.Rows[0][0]) == "t", err
 }
 
 // fencedInsertSQL records a version only while a server process still holds

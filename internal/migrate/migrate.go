@@ -58,14 +58,15 @@ type Migrations struct {
 // schemaFiles is the set rendered for one schema, with the statements used to
 // inspect it.
 type schemaFiles struct {
-	fsys         *renderedFS
-	versionTable string // schema.table as goose pastes it, unquoted
-	stateSQL     string
-	fastSQL      string
-	versionsSQL  string
-	recordSQL    string
-	schemaSQL    string
-	sumsSQL      string
+	fsys            *renderedFS
+	versionTable    string // schema.table as goose pastes it, unquoted
+	stateSQL        string
+	fastSQL         string
+	versionsSQL     string
+	recordSQL       string
+	schemaExistsSQL string
+	createSchemaSQL string
+	sumsSQL         string
 }
 
 // Load parses the migration files at the root of fsys for the library named
@@ -119,14 +120,12 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 		versionsSQL:  `SELECT version_id, 0::bigint FROM ` + versions + ` WHERE is_applied AND version_id > 0`,
 		stateSQL: `SELECT v.version_id, coalesce(c.checksum, 0) FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
-		// The schema is created only when missing: CREATE SCHEMA IF NOT
-		// EXISTS needs CREATE on the database even when the schema exists,
-		// which a role that owns only its schema does not have.
-		schemaSQL: `DO $setup$ BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `) THEN
-		CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize() + `;
-	END IF;
-END $setup$`,
+		// Asked with the lock, after it is taken: the schema is created only
+		// when missing, since CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+		// database even when the schema exists, which a role that owns only
+		// its schema does not have.
+		schemaExistsSQL: `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `)`,
+		createSchemaSQL: `CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize(),
 		// Runs in the lock's transaction, which began before the schema was
 		// created: the first statement locks pg_namespace, which makes the
 		// backend take in the catalog changes committed since (else a cached
@@ -196,7 +195,7 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	// While another migrator holds the lock, a waiter looks between attempts
 	// whether it is done, and leaves without taking the lock when it is.
 	var p plan
-	h, err := lock{pool: pool, key: lockKey(m.module, schema)}.acquire(ctx, func(ctx context.Context) (bool, error) {
+	h, err := lock{pool: pool, key: lockKey(m.module, schema), probe: sf.schemaExistsSQL}.acquire(ctx, func(ctx context.Context) (bool, error) {
 		st, err := m.readState(ctx, pool, sf)
 		if err != nil {
 			return false, nil // not there yet, or a passing error: the next attempt tells
@@ -218,9 +217,13 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 		}
 	}()
 	// Under the lock nobody else creates the schema: CREATE SCHEMA IF NOT
-	// EXISTS alone races (duplicate key on pg_namespace).
-	if _, err := pool.Exec(ctx, sf.schemaSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return Result{}, fmt.Errorf("creating schema %q (the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
+	// EXISTS alone races (duplicate key on pg_namespace). A schema created
+	// here is empty: there is no state to read.
+	var st state
+	if !h.probed {
+		if _, err := pool.Exec(ctx, sf.createSchemaSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
+			return Result{}, fmt.Errorf("creating schema %q (the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
+		}
 	}
 	// The lock's transaction creates the checksum table while this goroutine
 	// goes on: it is only needed at release. It then keeps the transaction
@@ -236,9 +239,10 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 	}()
 	ctx = lockedCtx
 
-	st, err := m.readState(ctx, pool, sf)
-	if err != nil && !isMissing(err) {
-		return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
+	if h.probed {
+		if st, err = m.readState(ctx, pool, sf); err != nil && !isMissing(err) {
+			return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
+		}
 	}
 	if p, err = m.plan(st, schema); err != nil {
 		return Result{}, err
