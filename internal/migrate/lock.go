@@ -76,7 +76,13 @@ type held struct {
 // round trip; a failed attempt rolls back and returns its connection, then
 // asks done whether the holder has already finished the work: if so acquire
 // returns (nil, nil) without the lock, else it sleeps and tries again.
-func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (*held, error) {
+func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (h *held, err error) {
+	defer func() {
+		// Wherever the caller's deadline or cancel struck, say it the same way.
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("waiting for the migration lock: %w", context.Cause(ctx))
+		}
+	}()
 	wait := backoffFirst
 	for {
 		conn, err := l.pool.Acquire(ctx)

@@ -193,10 +193,11 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema st
 		return Result{}, fmt.Errorf("%w: migrating schema %q needs 2 connections (one holds the migration lock, one runs the migrations) but the pool's MaxConns is %d: raise it to at least 2", ErrPoolTooSmall, schema, n)
 	}
 	// While another migrator holds the lock, a waiter looks between attempts
-	// whether it is done, and leaves without taking the lock when it is.
+	// whether it is done (the fast path's query), and leaves without taking
+	// the lock when it is.
 	var p plan
 	h, err := lock{pool: pool, key: lockKey(m.module, schema), probe: sf.schemaExistsSQL}.acquire(ctx, func(ctx context.Context) (bool, error) {
-		st, err := m.readState(ctx, pool, sf)
+		st, err := m.query(ctx, pool, sf.fastSQL)
 		if err != nil {
 			return false, nil // not there yet, or a passing error: the next attempt tells
 		}
