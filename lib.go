@@ -46,34 +46,65 @@ const moduleName = "mylib"
 const DefaultSchema = moduleName
 
 // Errors a caller can branch on with errors.Is. Every error New returns also
-// says what was wrong and what to do.
+// says what was wrong and what to do; an error matches every sentinel that is
+// true of it (a lost lock is also retryable).
 var (
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New(moduleName + ": client is closed")
 	// ErrInvalidConfig is wrapped by errors about options and what they carry:
 	// the DSN, the manager, pool sizes.
 	ErrInvalidConfig = errors.New(moduleName + ": invalid configuration")
-	// ErrInvalidSchema is wrapped by errors about a schema name.
-	ErrInvalidSchema = sqltmpl.ErrSchemaName
-	// ErrMigration is wrapped by every error from running migrations: a file
-	// that failed, an applied file that changed (drift), a file numbered below
-	// the applied version, a lost migration lock.
+	// ErrInvalidSchema is wrapped by errors about the schema: a name that is
+	// not a valid schema name, or a schema the library has never migrated
+	// that already holds tables under the names its migrations create.
+	// Nothing is created in the database.
+	ErrInvalidSchema = errors.New(moduleName + ": invalid schema")
+	// ErrMigration is wrapped by every error from bringing the schema up to
+	// date, whatever stopped it.
 	ErrMigration = errors.New(moduleName + ": migrations")
 	// ErrDrift is wrapped when an applied migration's file has changed.
-	ErrDrift = migrate.ErrDrift
+	// Restore the file; add a new one for the change.
+	ErrDrift = errors.New(moduleName + ": applied migration changed")
 	// ErrOutOfOrder is wrapped when a file is numbered below the applied version.
-	ErrOutOfOrder = migrate.ErrOutOfOrder
+	ErrOutOfOrder = errors.New(moduleName + ": migration out of order")
 	// ErrUnknownVersion is wrapped when the schema records a version that no
 	// file has: a migration file was deleted or renamed.
-	ErrUnknownVersion = migrate.ErrUnknownVersion
+	ErrUnknownVersion = errors.New(moduleName + ": applied version has no migration file")
 	// ErrMigrationFailed is wrapped when a migration file's SQL failed; the
 	// schema stays at the version before it. Fix the file.
-	ErrMigrationFailed = migrate.ErrFailed
-	// ErrLockLost is wrapped when the migration lock's transaction ended while
-	// migrating (a terminated backend, a failover, a pooler's timeout). Nothing
-	// ran unlocked; starting again is safe.
-	ErrLockLost = migrate.ErrLockLost
+	ErrMigrationFailed = errors.New(moduleName + ": migration failed")
+	// ErrLockLost is wrapped when the connection holding the migration lock
+	// was lost while migrating (a terminated backend, a restart, a failover).
+	// Its transaction was rolled back with what it applied: nothing ran
+	// unlocked. It is retryable.
+	ErrLockLost = errors.New(moduleName + ": migration lock lost")
+	// ErrRetryable is wrapped by faults that starting again fixes, with the
+	// database as it was or consistently further along: a lost connection, a
+	// server restart or failover, a lost lock, a deadlock or serialization
+	// conflict, a lock wait that ran out of lock_timeout, a server out of
+	// connections, and a server that cannot be reached.
+	ErrRetryable = errors.New(moduleName + ": retryable")
+	// ErrNotMigrated is wrapped when the schema is behind this code and the
+	// session cannot migrate it: the role may not create in the schema (a
+	// runtime role), or the server is read-only (a standby). Nothing is
+	// created or changed. Run the migrations with the schema owner's role on
+	// the primary (a deploy step), then start again.
+	ErrNotMigrated = errors.New(moduleName + ": schema not migrated")
 )
+
+// kinds maps the errors of the machinery to the sentinels above.
+var kinds = []struct{ internal, public error }{
+	{migrate.ErrDrift, ErrDrift},
+	{migrate.ErrOutOfOrder, ErrOutOfOrder},
+	{migrate.ErrUnknownVersion, ErrUnknownVersion},
+	{migrate.ErrFailed, ErrMigrationFailed},
+	{migrate.ErrLockLost, ErrLockLost},
+	{migrate.ErrRetryable, ErrRetryable},
+	{migrate.ErrNotMigrated, ErrNotMigrated},
+	{migrate.ErrSchemaClash, ErrInvalidSchema},
+	{migrate.ErrPoolTooSmall, ErrInvalidConfig},
+	{sqltmpl.ErrSchemaName, ErrInvalidSchema},
+}
 
 //go:embed migrations/*.sql
 var embedded embed.FS
@@ -138,18 +169,31 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// startError says which kind of failure stopped New: the server could not be
-// reached, the pool cannot migrate, or the migrations themselves.
+// startError gives an error of the migrations the sentinels it matches; all
+// but a server that could not be reached or a too small pool are ErrMigration.
 func startError(err error) error {
-	var connect *pgconn.ConnectError
-	switch {
-	case errors.As(err, &connect):
-		return fmt.Errorf(moduleName+": cannot reach the database: check the DSN's host, port, user and password, and that the server is up: %w", connect)
-	case errors.Is(err, migrate.ErrPoolTooSmall):
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	is := make([]error, 0, 3)
+	if !errors.Is(err, migrate.ErrConnect) && !errors.Is(err, migrate.ErrPoolTooSmall) {
+		is = append(is, ErrMigration)
 	}
-	return fmt.Errorf("%w: %w", ErrMigration, err)
+	for _, k := range kinds {
+		if errors.Is(err, k.internal) {
+			is = append(is, k.public)
+		}
+	}
+	return &publicError{err: err, is: is}
 }
+
+// publicError is an error of the machinery as a caller sees it: prefixed with
+// the library's name, matching this package's sentinels.
+type publicError struct {
+	err error
+	is  []error
+}
+
+func (e *publicError) Error() string { return moduleName + ": " + e.err.Error() }
+
+func (e *publicError) Unwrap() []error { return append(e.is[:len(e.is):len(e.is)], e.err) }
 
 // open builds the Client around the host's pool, or around a new pool of its
 // own, after checking the schema. It connects to nothing yet.
@@ -161,7 +205,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		}
 		c, err := newClient(pool, false, schema, log)
 		if err != nil {
-			return nil, nil, fmt.Errorf(moduleName+": the manager's Schema() returned %q: %w", schema, err)
+			return nil, nil, &publicError{err: fmt.Errorf("the manager's Schema() returned %q: %w", schema, err), is: []error{ErrInvalidSchema}}
 		}
 		return c, nil, nil
 	}
@@ -181,7 +225,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		fn(poolCfg)
 	}
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
-		return nil, secrets, fmt.Errorf(moduleName+": WithSchema: %w", err)
+		return nil, secrets, &publicError{err: fmt.Errorf("WithSchema: %w", err), is: []error{ErrInvalidSchema}}
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {

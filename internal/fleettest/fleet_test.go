@@ -165,10 +165,16 @@ type fleetRun struct {
 // and waits for all of them.
 func runFleet(t *testing.T, dsn, schema string, procs, clients int) fleetRun {
 	t.Helper()
+	return runFleetOn(t, dsn, func(int) string { return schema }, procs, clients)
+}
+
+// runFleetOn is runFleet with process i on schema(i).
+func runFleetOn(t *testing.T, dsn string, schema func(i int) string, procs, clients int) fleetRun {
+	t.Helper()
 	began := time.Now()
 	members := make([]*member, procs)
 	for i := range members {
-		members[i] = startMember(t, dsn, schema, clients, 0)
+		members[i] = startMember(t, dsn, schema(i), clients, 0)
 	}
 	var run fleetRun
 	for _, m := range members {
@@ -229,6 +235,27 @@ func TestFleet_EightProcessesOfFourClientsMigrateOnce(t *testing.T) {
 			require.Less(t, fleet.wall, 10*time.Second)
 		})
 	}
+}
+
+// Processes that each migrate a schema of their own behind a PgBouncer
+// server pool of 2: each migrator needs one server connection at a time, so
+// however many hold a lock at once, none waits for a second connection that
+// the others hold. The members give up after 30 s; they finish in a few.
+func TestFleet_EightProcessesOnTheirOwnSchemasBehindAServerPoolOfTwo(t *testing.T) {
+	const procs, clients = 8, 4
+	dsn := pgtest.DSN(t)
+	reach := viaBouncer(t, dsn, pgtest.BouncerPoolSize(2))
+	watch := pgtest.Pool(t, dsn)
+	schema := func(i int) string { return fmt.Sprintf("tenant_%d", i) }
+
+	fleet := runFleetOn(t, reach, schema, procs, clients)
+	require.Empty(t, fleet.errors, "every Client of the fleet should open")
+	t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of 2: %v (slowest New %v)",
+		procs, clients, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
+	for i := range procs {
+		requireMigratedOnce(t, watch, schema(i))
+	}
+	require.Zero(t, advisoryLocks(t, watch), "no migration lock should be left held")
 }
 
 func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {

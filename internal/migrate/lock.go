@@ -10,34 +10,42 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3/database"
 )
 
-// ErrLockLost is returned when the migration lock's transaction ended while
-// migrations ran (the backend was terminated, or a pooler's idle transaction
-// timeout closed it). Nothing ran unlocked: the migration in flight is cancelled.
-var ErrLockLost = errors.New("migration lock lost")
-
 // The migration lock is a transaction-level advisory lock, taken with
-// pg_try_advisory_xact_lock in a transaction that the holder keeps open while
-// goose migrates on another connection. This is the one design measured to be
-// correct both directly and behind PgBouncer in transaction pooling mode:
-//   - a session lock outlives its transaction on a pooled server connection
-//     that nobody owns;
-//   - a blocking pg_advisory_xact_lock makes every waiter pin a server
-//     connection, so the holder cannot get one to migrate.
+// pg_try_advisory_xact_lock in a transaction on one connection, and each
+// migration file runs in such a transaction of its own, on that connection:
+// the file, its version row and its checksum commit together with the lock
+// held, and the COMMIT travels with the next file's BEGIN and lock attempt.
+// One connection per migrator:
+//   - no hold-and-wait: a migrator never holds a connection while it waits
+//     for another, so any number of concurrent starts on a pool of any size
+//     complete, and behind PgBouncer in transaction pooling mode each needs
+//     one server connection at a time;
+//   - nothing runs unlocked: a lost connection loses the lock and the file
+//     in flight together;
+//   - the transaction is never idle while a file runs, so no idle-transaction
+//     timeout of a server or a pooler ends it.
 //
-// Waiters hold no connection while they back off. The lock dies with the
-// holder's transaction: a killed migrator releases it at once.
+// Waiters hold no connection while they back off: a blocking lock would pin
+// a server connection behind PgBouncer, and a session lock outlives its
+// transaction on a pooled server connection that nobody owns (both measured).
+// The lock dies with the holder's transaction: a killed migrator releases it
+// at once.
+//
+// A file marked NO TRANSACTION cannot run inside the transaction: it runs on
+// a second connection while the first holds the lock, and the second is
+// taken only when it comes at once (see secondWait).
 type lock struct {
 	pool *pgxpool.Pool
 	key  int64
-	// probe, if set, is a query of one boolean that travels with each
-	// attempt, in a statement of its own after the lock is taken, so that
-	// it sees what the previous holder committed; held.probed is its answer.
+	// probe is a query of one row that travels with each attempt, in a
+	// statement of its own after the lock is taken, so that it sees what
+	// the previous holder committed; held.probe is its answer.
 	probe string
 }
 
@@ -59,79 +67,127 @@ func lockKey(module, schema string) int64 {
 const (
 	backoffFirst = 2 * time.Millisecond
 	backoffMax   = 10 * time.Millisecond
-	// heartbeat keeps the lock's transaction from looking idle to a pooler and
-	// notices within this interval when it has been ended.
+	// secondWait bounds how long a holder that needs a second connection
+	// (for a NO TRANSACTION file) waits for it before it gives the lock and
+	// its connection up and backs off: two holders on a pool with no third
+	// connection would otherwise wait for each other forever.
+	secondWait = 100 * time.Millisecond
+	// heartbeat keeps the lock's transaction from looking idle to a pooler
+	// while a NO TRANSACTION file runs on another connection: keep
+	// PgBouncer's idle_transaction_timeout above it.
 	heartbeat = time.Second
 )
 
 // held is an acquired lock: an open transaction on a connection of the pool.
 type held struct {
-	conn   *pgxpool.Conn
-	key    int64
-	pid    int32 // the server process of the lock's transaction
-	probed bool  // the answer to lock.probe
+	lock  lock
+	conn  *stdlib.Conn
+	pid   int32    // the server process of the lock's transaction
+	probe []string // the probe's row, as text
 }
+
+func (h *held) pg() *pgconn.PgConn { return h.conn.Conn().PgConn() }
 
 // acquire takes the lock, waiting as long as ctx allows. Each attempt is one
 // round trip; a failed attempt rolls back and returns its connection, then
 // asks done whether the holder has already finished the work: if so acquire
 // returns (nil, nil) without the lock, else it sleeps and tries again.
-func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (h *held, err error) {
-	defer func() {
-		// Wherever the caller's deadline or cancel struck, say it the same way.
-		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("waiting for the migration lock: %w", context.Cause(ctx))
-		}
-	}()
+func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (*held, error) {
+	connector := stdlib.GetPoolConnector(l.pool)
 	wait := backoffFirst
 	for {
-		conn, err := l.pool.Acquire(ctx)
+		dc, err := connector.Connect(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("getting a connection for the migration lock: %w", err)
+			return nil, l.fail(ctx, nil, err, "getting a connection for the migration lock")
 		}
-		got, pid, probed, err := tryLock(ctx, conn.Conn().PgConn(), l.attempt(conn.Conn().PgConn()))
+		h := &held{lock: l, conn: dc.(*stdlib.Conn)}
+		results, err := h.pg().Exec(ctx, l.attempt(h.pg())).ReadAll()
+		got := false
+		if err == nil {
+			got, err = h.parse(results)
+		}
 		if err != nil {
-			conn.Release() // pgx closes a connection left mid-transaction on release
-			return nil, fmt.Errorf("taking the migration lock: %w", err)
+			_ = h.conn.Close() // the pool closes a connection left mid-transaction
+			return nil, l.fail(ctx, h.pg(), err, "taking the migration lock")
 		}
 		if got {
-			return &held{conn: conn, key: l.key, pid: pid, probed: probed}, nil
+			return h, nil
 		}
-		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
-			conn.Release()
-			return nil, fmt.Errorf("leaving a migration lock attempt: %w", err)
+		if err := h.release(ctx); err != nil {
+			return nil, l.fail(ctx, h.pg(), err, "leaving a migration lock attempt")
 		}
-		conn.Release()
 		if ok, err := done(ctx); ok || err != nil {
 			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the migration lock: %w", context.Cause(ctx))
-		case <-time.After(rand.N(wait) + time.Millisecond):
+		if err := sleep(ctx, rand.N(wait)+time.Millisecond); err != nil {
+			return nil, interrupted(ctx, "waiting for the migration lock")
 		}
 		wait = min(wait*2, backoffMax)
 	}
 }
 
+func (l lock) fail(ctx context.Context, conn *pgconn.PgConn, err error, doing string) error {
+	if f := fault(ctx, conn, err, doing); f != nil {
+		return f
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// sleep waits for d, or returns ctx's error when it ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // attempt is the statement of one attempt. The key is a number we computed,
-// so it can be inlined, which lets BEGIN, the settings and the attempt travel
-// in one simple-protocol round trip. READ COMMITTED whatever the host's
-// default, so the checksums recorded at release see what goose committed. A
+// so it can be inlined, which lets BEGIN, the settings, the attempt and the
+// probe travel in one simple-protocol round trip. READ COMMITTED whatever the
+// host's default, so each statement sees what other sessions committed. A
 // host's idle_in_transaction_session_timeout (and, from PostgreSQL 17,
-// transaction_timeout) is set off for this transaction only: it is idle by
-// design while goose works, and may last as long as the migrations.
-func (l lock) attempt(conn *pgconn.PgConn) string {
+// transaction_timeout) is set off for this transaction only: it idles while a
+// NO TRANSACTION file runs on another connection. From PostgreSQL 14, the
+// server checks every second that the client is still there while a
+// statement runs, so a killed migrator's lock goes within a second rather
+// than when its statement ends. statement_timeout and lock_timeout stay as
+// the host set them.
+func (l lock) attempt(pg *pgconn.PgConn) string {
 	off := "SET LOCAL idle_in_transaction_session_timeout = 0; "
-	if major, _, _ := strings.Cut(conn.ParameterStatus("server_version"), "."); atoiOr0(major) >= 17 {
+	major, _, _ := strings.Cut(pg.ParameterStatus("server_version"), ".")
+	if atoiOr0(major) >= 14 {
+		off += "SET LOCAL client_connection_check_interval = 1000; "
+	}
+	if atoiOr0(major) >= 17 {
 		off += "SET LOCAL transaction_timeout = 0; "
 	}
-	probe := "SELECT false"
-	if l.probe != "" {
-		probe = l.probe
-	}
 	return "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
-		"SELECT pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_backend_pid(); " + probe
+		"SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_catalog.pg_backend_pid(); " + l.probe
+}
+
+// parse reads the replies to attempt, the last two of results, and reports
+// whether the lock was taken.
+func (h *held) parse(results []*pgconn.Result) (bool, error) {
+	if len(results) < 2 {
+		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d results", len(results))
+	}
+	attempt, probe := results[len(results)-2], results[len(results)-1]
+	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) != 2 || len(probe.Rows) != 1 {
+		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(attempt.Rows))
+	}
+	pid, err := strconv.ParseInt(string(attempt.Rows[0][1]), 10, 32)
+	if err != nil {
+		return false, err
+	}
+	h.pid, h.probe = int32(pid), make([]string, len(probe.Rows[0]))
+	for i, v := range probe.Rows[0] {
+		h.probe[i] = string(v)
+	}
+	return string(attempt.Rows[0][0]) == "t", nil
 }
 
 func atoiOr0(s string) int {
@@ -139,33 +195,97 @@ func atoiOr0(s string) int {
 	return n
 }
 
-func tryLock(ctx context.Context, conn *pgconn.PgConn, sql string) (got bool, pid int32, probed bool, err error) {
-	results, err := conn.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		return false, 0, false, err
+// commit runs last (if not empty) in the lock's transaction and commits it,
+// within ctx; with relock, it then begins the next transaction and attempts
+// the lock again, in the same round trip. committed is false when the
+// transaction certainly did not commit, and also when the reply to COMMIT
+// was lost (then err says so and the connection is closed).
+func (h *held) commit(ctx context.Context, last string, relock bool) (committed, got bool, err error) {
+	sql := "COMMIT"
+	if last != "" {
+		sql = last + "; COMMIT"
 	}
-	attempt, probe := results[len(results)-2], results[len(results)-1]
-	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) != 2 || len(probe.Rows) != 1 || len(probe.Rows[0]) != 1 {
-		return false, 0, false, errors.New("unexpected reply to pg_try_advisory_xact_lock")
+	if relock {
+		sql += "; " + h.lock.attempt(h.pg())
 	}
-	n, err := strconv.ParseInt(string(attempt.Rows[0][1]), 10, 32)
-	return string(attempt.Rows[0][0]) == "t", int32(n), string(probe.Rows[0][0]) == "t", err
+	results, err := h.pg().Exec(ctx, sql).ReadAll()
+	for _, r := range results {
+		// COMMIT of a transaction that failed is answered with ROLLBACK.
+		if tag := r.CommandTag.String(); tag == "COMMIT" || tag == "ROLLBACK" {
+			committed = tag == "COMMIT"
+			if !committed && err == nil {
+				err = errors.New("the transaction was rolled back instead of committed")
+			}
+			break
+		}
+	}
+	if err != nil || !relock {
+		return committed, false, err
+	}
+	got, err = h.parse(results)
+	return committed, got, err
+}
+
+// release ends the lock's transaction, if one is open, and returns the
+// connection to the pool. It rolls back, briefly even when ctx has ended; if
+// the connection is broken, the server rolls back when it closes.
+func (h *held) release(ctx context.Context) error {
+	defer h.conn.Close()
+	if h.pg().IsClosed() || h.pg().TxStatus() == 'I' {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_, err := h.pg().Exec(ctx, "ROLLBACK").ReadAll()
+	return err
+}
+
+// keepAlive runs a trivial statement in the lock's transaction every
+// heartbeat until stop is called, so that a pooler's idle-transaction timeout
+// does not end it while a NO TRANSACTION file runs on another connection.
+// A failure is left to the fence to report.
+func (h *held) keepAlive() (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), heartbeat)
+				_, err := h.pg().Exec(ctx, "SELECT").ReadAll()
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // fencedInsertSQL records a version only while a server process still holds
 // an advisory lock on a bigint key, which pg_locks shows as two 32-bit halves:
 // the check and the write are one statement, in the migration's transaction.
+// Catalog names are qualified: a role's search_path cannot stand in for them.
 const fencedInsertSQL = `INSERT INTO %s (version_id, is_applied) SELECT $4, $5 WHERE EXISTS (
-	SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted
+	SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
 	AND pid = $1 AND classid = $2::bigint::oid AND objid = $3::bigint::oid AND objsubid = 1
-	AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`
+	AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))`
 
 // fencedStore is goose's version store, but a version is recorded only while
-// the lock's transaction still holds the lock. goose records it in each
-// migration's own transaction, so a migration does not commit after the lock
-// is lost, in the second before the heartbeat notices, while another migrator
-// may already have taken the lock and started the same migration. What
-// remains is the gap between this statement and the COMMIT.
+// the lock's transaction still holds the lock. It matters for a NO
+// TRANSACTION file, which runs on a connection of its own: its version is not
+// recorded after the lock's connection is lost, while another migrator may
+// already have taken the lock. (A file in a savepoint of the lock's
+// transaction passes trivially: it is the holder.)
 type fencedStore struct {
 	database.StoreExtender
 	insert string
@@ -190,91 +310,15 @@ func (s fencedStore) Insert(ctx context.Context, db database.DBTxConn, req datab
 	if req.Version == 0 { // the version table's first row, written before any migration
 		return s.StoreExtender.Insert(ctx, db, req)
 	}
-	res, err := db.ExecContext(ctx, s.insert, s.h.pid, int64(uint64(s.h.key)>>32), int64(uint32(s.h.key)), req.Version, true)
+	res, err := db.ExecContext(ctx, s.insert, s.h.pid, int64(uint64(s.h.lock.key)>>32), int64(uint32(s.h.lock.key)), req.Version, true)
 	if err != nil {
 		return fmt.Errorf("recording version %d: %w", req.Version, err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("%w: its transaction ended while migrating; the migration was rolled back", ErrLockLost)
+		return errFenced
 	}
 	return nil
 }
 
-// keepAlive runs first (if not empty) in the lock's transaction, then pings
-// the transaction every heartbeat until stop is called. Work in first runs
-// while the caller goes on with other connections. When first or a ping
-// fails, cancel is called with the error (ErrLockLost for a ping), so the
-// work done under the lock stops rather than run unlocked; stop returns it.
-func (h *held) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, first string) (stop func() error) {
-	done := make(chan struct{})
-	result := make(chan error, 1)
-	go func() {
-		if first != "" {
-			if _, err := h.conn.Exec(ctx, first, pgx.QueryExecModeSimpleProtocol); err != nil {
-				if ctx.Err() != nil {
-					result <- nil
-					return
-				}
-				if h.conn.Conn().IsClosed() { // the connection, and the lock with it, is gone
-					err = fmt.Errorf("%w: its transaction ended (%v): its backend was terminated, the server restarted or failed over, or a pooler closed it; start again", ErrLockLost, err)
-				} else {
-					err = fmt.Errorf("creating the checksum table: %w", err)
-				}
-				cancel(err)
-				result <- err
-				return
-			}
-		}
-		t := time.NewTicker(heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				result <- nil
-				return
-			case <-t.C:
-				if _, err := h.conn.Exec(ctx, "SELECT 1"); err != nil {
-					if ctx.Err() != nil { // cancelled by the caller: not a lost lock
-						result <- nil
-						return
-					}
-					err = fmt.Errorf("%w: its transaction ended while migrating (%v): its backend was terminated, the server restarted or failed over, or a pooler's idle_transaction_timeout (keep it above %s) closed it; start again", ErrLockLost, err, heartbeat)
-					cancel(err)
-					result <- err
-					return
-				}
-			}
-		}
-	}()
-	return func() error {
-		close(done)
-		return <-result
-	}
-}
-
-// release ends the lock's transaction. With commit, it first runs last (if not
-// empty) in the transaction and then commits, in one round trip; otherwise it
-// rolls back. It runs even when ctx is cancelled, bounded by a short timeout;
-// if the connection is broken, the server ends the transaction, and the lock
-// with it, when it closes.
-func (h *held) release(ctx context.Context, commit bool, last string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	defer h.conn.Release()
-	if !commit {
-		_, err := h.conn.Exec(ctx, "ROLLBACK")
-		return err
-	}
-	if last != "" {
-		last += "; "
-	}
-	results, err := h.conn.Conn().PgConn().Exec(ctx, last+"COMMIT").ReadAll()
-	if err != nil {
-		return err
-	}
-	// COMMIT of a transaction that failed is answered with ROLLBACK.
-	if tag := results[len(results)-1].CommandTag; tag.String() != "COMMIT" {
-		return fmt.Errorf("%w: the transaction holding it was rolled back", ErrLockLost)
-	}
-	return nil
-}
+// errFenced: the fence found the lock gone when a version was to be recorded.
+var errFenced = fmt.Errorf("%w: the connection holding it was lost before the version was recorded", ErrLockLost)

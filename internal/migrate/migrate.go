@@ -18,27 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-)
-
-// Errors a caller can branch on with errors.Is.
-var (
-	// ErrDrift: an applied migration's file has changed since it was applied.
-	ErrDrift = errors.New("applied migration changed")
-	// ErrOutOfOrder: a file is numbered below a version already applied.
-	ErrOutOfOrder = errors.New("migration out of order")
-	// ErrUnknownVersion: the schema records a version that no file has, below the newest file.
-	ErrUnknownVersion = errors.New("applied version has no migration file")
-	// ErrPoolTooSmall: migrating needs two connections from the pool.
-	ErrPoolTooSmall = errors.New("pool too small to migrate")
-	// ErrFailed: a migration file failed; the schema stays at the version before it.
-	ErrFailed = errors.New("migration failed")
 )
 
 // Migrations is a library's set of migration files, parsed once, ready to run
@@ -50,6 +33,7 @@ type Migrations struct {
 	base         fs.FS
 	files        []file
 	byVersion    map[int64]*file
+	tables       []string // every {{tables.x}} the files name
 
 	mu       sync.Mutex
 	rendered map[string]*schemaFiles
@@ -58,15 +42,15 @@ type Migrations struct {
 // schemaFiles is the set rendered for one schema, with the statements used to
 // inspect it.
 type schemaFiles struct {
+	schema          string
 	fsys            *renderedFS
 	versionTable    string // schema.table as goose pastes it, unquoted
-	stateSQL        string
 	fastSQL         string
-	versionsSQL     string
-	recordSQL       string
-	schemaExistsSQL string
+	stateSQL        string
+	probeSQL        string
 	createSchemaSQL string
 	sumsSQL         string
+	recordSQL       string
 }
 
 // Load parses the migration files at the root of fsys for the library named
@@ -87,6 +71,11 @@ func Load(module string, fsys fs.FS) (*Migrations, error) {
 	}
 	for i := range m.files {
 		m.byVersion[m.files[i].version] = &m.files[i]
+		for _, t := range m.files[i].stmt.Tables() {
+			if !slices.Contains(m.tables, t) {
+				m.tables = append(m.tables, t)
+			}
+		}
 	}
 	return m, nil
 }
@@ -113,38 +102,70 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	}
 	versions := pgx.Identifier{schema, m.versionTable}.Sanitize()
 	sums := pgx.Identifier{schema, m.sumTable}.Sanitize()
+	names := make([]string, 0, len(m.tables)+2)
+	for _, t := range append([]string{m.versionTable, m.sumTable}, m.tables...) {
+		names = append(names, quoteLiteral(t))
+	}
 	s := &schemaFiles{
+		schema:       schema,
 		fsys:         fsys,
 		versionTable: schema + "." + m.versionTable,
 		fastSQL:      `SELECT version_id, checksum FROM ` + sums,
-		versionsSQL:  `SELECT version_id, 0::bigint FROM ` + versions + ` WHERE is_applied AND version_id > 0`,
 		stateSQL: `SELECT v.version_id, coalesce(c.checksum, 0) FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
-		// Asked with the lock, after it is taken: the schema is created only
-		// when missing, since CREATE SCHEMA IF NOT EXISTS needs CREATE on the
-		// database even when the schema exists, which a role that owns only
-		// its schema does not have.
-		schemaExistsSQL: `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `)`,
+		// Asked with the lock, after it is taken: what the session may do
+		// and what the schema holds, before anything is created. The schema
+		// is created only when missing, since CREATE SCHEMA IF NOT EXISTS
+		// needs CREATE on the database even when the schema exists, which a
+		// role that owns only its schema does not have. The columns are
+		// those of probe.
+		probeSQL: `SELECT n.oid IS NOT NULL, current_user,
+	pg_catalog.current_setting('transaction_read_only') = 'on', pg_catalog.pg_is_in_recovery(),
+	CASE WHEN n.oid IS NULL THEN pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE')
+		ELSE pg_catalog.has_schema_privilege(n.oid, 'CREATE') END,
+	(SELECT pg_catalog.string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_catalog.pg_class c
+		WHERE c.relnamespace = n.oid AND c.relname IN (` + strings.Join(names, ", ") + `)),
+	pg_catalog.current_setting('statement_timeout')
+FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = ` + quoteLiteral(schema),
 		createSchemaSQL: `CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize(),
-		// Runs in the lock's transaction, which began before the schema was
-		// created: the first statement locks pg_namespace, which makes the
-		// backend take in the catalog changes committed since (else a cached
-		// "no such schema" from an earlier query on this connection stands).
 		// Fixed-width columns only: no TOAST table, so it is cheap to create.
-		sumsSQL: `SELECT FROM pg_catalog.pg_namespace WHERE false; CREATE TABLE IF NOT EXISTS ` + sums + ` (
+		sumsSQL: `CREATE TABLE ` + sums + ` (
 	version_id bigint PRIMARY KEY,
 	checksum bigint NOT NULL,
-	recorded_at timestamptz NOT NULL DEFAULT now()
+	recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 )`,
 		// Numbers only, inlined, so that it travels with the COMMIT.
 		recordSQL: `INSERT INTO ` + sums + ` (version_id, checksum)
-SELECT f.version_id, f.checksum FROM unnest('{` + m.list(func(f file) int64 { return f.version }) + `}'::bigint[], '{` +
-			m.list(func(f file) int64 { return f.checksum }) + `}'::bigint[]) AS f(version_id, checksum)
+SELECT f.version_id, f.checksum FROM ROWS FROM (pg_catalog.unnest('{` + m.list(func(f file) int64 { return f.version }) + `}'::bigint[]),
+	pg_catalog.unnest('{` + m.list(func(f file) int64 { return f.checksum }) + `}'::bigint[])) AS f(version_id, checksum)
 WHERE f.version_id IN (SELECT version_id FROM ` + versions + ` WHERE is_applied)
 ON CONFLICT (version_id) DO NOTHING`,
 	}
 	m.rendered[schema] = s
 	return s, nil
+}
+
+// probe is the answer to schemaFiles.probeSQL.
+type probe struct {
+	schemaExists bool
+	role         string
+	readOnly     bool
+	inRecovery   bool
+	canCreate    bool     // CREATE on the schema, or on the database when the schema is missing
+	existing     []string // the library's tables already in the schema
+	statementTimeout string
+}
+
+func parseProbe(row []string) (probe, error) {
+	if len(row) != 7 {
+		return probe{}, fmt.Errorf("unexpected reply to the migration probe: %d columns", len(row))
+	}
+	p := probe{schemaExists: row[0] == "t", role: row[1], readOnly: row[2] == "t", inRecovery: row[3] == "t",
+		canCreate: row[4] == "t", statementTimeout: row[6]}
+	if row[5] != "" {
+		p.existing = strings.Split(row[5], ",")
+	}
+	return p, nil
 }
 
 // Result says what Up did.
@@ -156,9 +177,12 @@ type Result struct {
 }
 
 // Up brings schema up to date: it creates the schema when missing and applies
-// pending files, each in its own transaction (unless marked NO TRANSACTION).
-// Several processes may call it at once on one schema: one migrates, the others
-// wait without holding a connection and then find nothing to do.
+// pending files, each in its own savepoint of one transaction that holds the
+// migration lock (files marked NO TRANSACTION run outside it). Several
+// processes may call it at once on one schema: one migrates, the others wait
+// without holding a connection and then find nothing to do. It holds at most
+// one connection of the pool at a time, except while a NO TRANSACTION file
+// runs.
 func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, log *slog.Logger) (Result, error) {
 	sf, err := m.forSchema(schema)
 	if err != nil {
@@ -171,149 +195,57 @@ func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, 
 	// version goose applied but not yet recorded included, takes the locked
 	// path, which reads goose's own table. Reading one table instead of two
 	// saves a fresh connection most of the cost of the query.
+	var fast plan
 	st, err := m.query(ctx, pool, sf.fastSQL)
-	if err == nil {
-		p, err := m.plan(st, schema)
-		if err != nil {
+	switch {
+	case err == nil:
+		if fast, err = m.plan(st, schema); err != nil {
 			return Result{}, err
 		}
-		if p.upToDate() {
-			p.warnNewer(log, schema, m.Latest())
-			return Result{Version: p.version}, nil
+		if fast.upToDate() {
+			fast.warnNewer(log, schema, m.Latest())
+			return Result{Version: fast.version}, nil
 		}
-	} else if !isMissing(err) {
-		return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
+	case isMissing(err):
+		fast.pending = m.versions()
+	default:
+		return Result{}, m.stateError(ctx, err, schema)
 	}
-	return m.upLocked(ctx, pool, schema, sf, log)
+	return m.upLocked(ctx, pool, sf, fast, log)
 }
 
-func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, schema string, sf *schemaFiles, log *slog.Logger) (res Result, err error) {
-	// The holder uses one connection for the lock and one for goose.
-	if n := pool.Config().MaxConns; n < 2 {
-		return Result{}, fmt.Errorf("%w: migrating schema %q needs 2 connections (one holds the migration lock, one runs the migrations) but the pool's MaxConns is %d: raise it to at least 2", ErrPoolTooSmall, schema, n)
+// stateError says why the migration state could not be read.
+func (m *Migrations) stateError(ctx context.Context, err error, schema string) error {
+	doing := fmt.Sprintf("reading the migration state of schema %q", schema)
+	var pgErr *pgconn.PgError
+	if ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return newError(ctx, nil, err, "%s: %v: the role needs USAGE on the schema and SELECT on %s.%s; `%s grant` gives a role what the library needs at run time",
+			doing, err, schema, m.sumTable, m.module)
 	}
-	// While another migrator holds the lock, a waiter looks between attempts
-	// whether it is done (the fast path's query), and leaves without taking
-	// the lock when it is.
-	var p plan
-	h, err := lock{pool: pool, key: lockKey(m.module, schema), probe: sf.schemaExistsSQL}.acquire(ctx, func(ctx context.Context) (bool, error) {
-		st, err := m.query(ctx, pool, sf.fastSQL)
-		if err != nil {
-			return false, nil // not there yet, or a passing error: the next attempt tells
-		}
-		p, err = m.plan(st, schema)
-		return err == nil && p.upToDate(), err
-	})
-	if err != nil {
-		return Result{}, err
+	if f := fault(ctx, nil, err, doing); f != nil {
+		return f
 	}
-	if h == nil {
-		p.warnNewer(log, schema, m.Latest())
-		return Result{Version: p.version}, nil
-	}
-	commit, recordSQL := false, ""
-	defer func() {
-		if rerr := h.release(ctx, commit, recordSQL); rerr != nil && err == nil {
-			err = fmt.Errorf("releasing the migration lock of schema %q (checksums of applied files are recorded on release): %w", schema, rerr)
-		}
-	}()
-	// Under the lock nobody else creates the schema: CREATE SCHEMA IF NOT
-	// EXISTS alone races (duplicate key on pg_namespace). A schema created
-	// here is empty: there is no state to read.
-	var st state
-	if !h.probed {
-		if _, err := pool.Exec(ctx, sf.createSchemaSQL, pgx.QueryExecModeSimpleProtocol); err != nil {
-			return Result{}, fmt.Errorf("creating schema %q (the role needs CREATE on the database; or a host creates the schema and lets the role own it): %w", schema, err)
-		}
-	}
-	// The lock's transaction creates the checksum table while this goroutine
-	// goes on: it is only needed at release. It then keeps the transaction
-	// busy, and cancels the work if the transaction ends.
-	lockedCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := h.keepAlive(lockedCtx, cancel, sf.sumsSQL)
-	defer func() {
-		if lost := stop(); lost != nil {
-			err = errors.Join(fmt.Errorf("migrating schema %q: %w", schema, lost), err)
-			commit = false
-		}
-	}()
-	ctx = lockedCtx
-
-	if h.probed {
-		if st, err = m.readState(ctx, pool, sf); err != nil && !isMissing(err) {
-			return Result{}, fmt.Errorf("reading the migration state of schema %q: %w", schema, err)
-		}
-	}
-	if p, err = m.plan(st, schema); err != nil {
-		return Result{}, err
-	}
-	res.Version = p.version
-	if len(p.pending) > 0 {
-		res, err = m.run(ctx, pool, h, sf, schema, p.version, log)
-	}
-	// Record checksums of whatever is applied now, even after a failure: the
-	// files that did apply are the ones to hold the schema to.
-	commit, recordSQL = true, sf.recordSQL
-	if err == nil {
-		p.warnNewer(log, schema, m.Latest())
-	}
-	return res, err
+	return fmt.Errorf("%s: %w", doing, err)
 }
 
-// run applies the pending files with goose; version is the schema's version before.
-func (m *Migrations) run(ctx context.Context, pool *pgxpool.Pool, h *held, sf *schemaFiles, schema string, version int64, log *slog.Logger) (Result, error) {
-	start := time.Now()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	// The store checks the lock before each version is recorded.
-	store, err := newFencedStore(sf.versionTable, h)
-	if err != nil {
-		return Result{}, fmt.Errorf("preparing migrations for schema %q: %w", schema, err)
+// versions lists every file's version.
+func (m *Migrations) versions() []int64 {
+	vs := make([]int64, len(m.files))
+	for i, f := range m.files {
+		vs[i] = f.version
 	}
-	provider, err := goose.NewProvider(goose.DialectCustom, db, sf.fsys,
-		goose.WithStore(store),
-		goose.WithDisableGlobalRegistry(true), // a host's own goose registrations stay out
-	)
-	if err != nil {
-		return Result{}, fmt.Errorf("preparing migrations for schema %q: %w", schema, err)
-	}
-	results, upErr := provider.Up(ctx)
+	return vs
+}
 
-	var res Result
-	var partial *goose.PartialError
-	if errors.As(upErr, &partial) {
-		results = partial.Applied
-	}
-	for _, r := range results {
-		res.Applied = append(res.Applied, r.Source.Path)
-		version = max(version, r.Source.Version)
-	}
-	res.Version = version
-	switch {
-	case partial != nil && (errors.Is(partial.Err, ErrLockLost) || errors.Is(context.Cause(ctx), ErrLockLost)):
-		// Stopped by the lost lock (the fence, or the heartbeat's cancel,
-		// whose error the caller adds), not by the file: no ErrFailed.
-		return res, fmt.Errorf("migrating schema %q, %s: %w", schema, partial.Failed.Source.Path, partial.Err)
-	case partial != nil && (errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(context.Cause(ctx), context.Canceled)):
-		// The caller's deadline or cancel stopped the file, not its SQL.
-		return res, fmt.Errorf("migrating schema %q: %s was interrupted (%w); the schema stays at version %d: give New a longer deadline and start again",
-			schema, partial.Failed.Source.Path, context.Cause(ctx), res.Version)
-	case partial != nil:
-		f := m.byVersion[partial.Failed.Source.Version]
-		kept := "nothing of it was kept; fix the file and start again"
-		if f.noTx {
-			kept = "it is marked NO TRANSACTION, so its statements before the failing one were kept: undo or finish them by hand, fix the file and start again"
+// names lists the files of versions, for a message.
+func (m *Migrations) names(versions []int64) string {
+	names := make([]string, 0, len(versions))
+	for _, v := range versions {
+		if f, ok := m.byVersion[v]; ok {
+			names = append(names, f.name)
 		}
-		return res, fmt.Errorf("%w: %s in schema %q: %v; the schema stays at version %d and %s",
-			ErrFailed, f.name, schema, partial.Err, res.Version, kept)
-	case upErr != nil:
-		return res, fmt.Errorf("migrating schema %q: %w", schema, upErr)
 	}
-	log.LogAttrs(ctx, slog.LevelInfo, "applied migrations",
-		slog.String("schema", schema), slog.Any("files", res.Applied),
-		slog.Int64("version", res.Version), slog.Duration("took", time.Since(start)))
-	return res, nil
+	return strings.Join(names, ", ")
 }
 
 // list joins a number of every file with commas, for an array literal.
@@ -329,24 +261,15 @@ func (m *Migrations) list(of func(file) int64) string {
 // none was recorded, e.g. a schema first migrated by plain goose).
 type state map[int64]int64
 
-// readState reads the applied versions and their checksums. When the
-// checksum table is missing (a schema migrated by plain goose, or by a release
-// without checksums; and, under the lock, before the table's creation commits)
-// it reads the versions alone, with no checksum recorded.
-func (m *Migrations) readState(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles) (state, error) {
-	st, err := m.query(ctx, pool, sf.stateSQL)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // a table, not the schema: look for the versions alone
-
-		st, err = m.query(ctx, pool, sf.versionsSQL)
-	}
-	return st, err
+// querier is a pool or a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // query runs a state query. Simple protocol: one round trip, and no prepared
 // statement left in every connection's cache for a query run once per start.
-func (m *Migrations) query(ctx context.Context, pool *pgxpool.Pool, sql string) (state, error) {
-	rows, err := pool.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+func (m *Migrations) query(ctx context.Context, q querier, sql string) (state, error) {
+	rows, err := q.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return nil, err
 	}

@@ -257,24 +257,45 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 	require.NoError(t, err, "once the holder is gone the next start migrates")
 }
 
-func TestUp_PoolOfOneConnection(t *testing.T) {
+// Files in a transaction run on the one connection that holds the lock: a
+// pool of one connection migrates them.
+func TestUp_PoolOfOneConnectionMigrates(t *testing.T) {
+	t.Parallel()
+	one := pgtest.Pool(t, pgtest.DSN(t), func(c *pgxpool.Config) { c.MaxConns = 1 })
+	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")})
+	require.NoError(t, err)
+	res, err := m.Up(context.Background(), one, "lib", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Equal(t, []string{"00001_a.sql", "00002_b.sql"}, res.Applied)
+}
+
+// A file marked NO TRANSACTION runs on a second connection while the first
+// holds the lock: a pool of one says so at once rather than wait forever.
+func TestUp_NoTransactionFileOnAPoolOfOneFailsFast(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
-	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a")})
+	m, err := Load(module, fstest.MapFS{
+		"00001_a.sql": sqlFile("a"),
+		"00002_b.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY a_id ON {{tables.a}} (id);\n")},
+	})
 	require.NoError(t, err)
 	log := slog.New(slog.DiscardHandler)
 
 	start := time.Now()
-	_, err = m.Up(context.Background(), one, "lib", log)
-	require.ErrorIs(t, err, ErrPoolTooSmall, "migrating needs two connections: fail fast rather than deadlock")
+	res, err := m.Up(context.Background(), one, "lib", log)
+	require.ErrorIs(t, err, ErrPoolTooSmall)
+	require.ErrorContains(t, err, "00002_b.sql is marked NO TRANSACTION")
 	require.ErrorContains(t, err, "at least 2")
-	require.Less(t, time.Since(start), 2*time.Second, "fails fast, without waiting on the pool")
+	require.Less(t, time.Since(start), 5*time.Second, "fails fast, without waiting on the pool")
+	require.Equal(t, []string{"00001_a.sql"}, res.Applied, "the file before it is applied and kept")
 
-	_, err = m.Up(context.Background(), pgtest.Pool(t, dsn), "lib", log)
+	res, err = m.Up(context.Background(), pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 2 }), "lib", log)
 	require.NoError(t, err)
-	_, err = m.Up(context.Background(), one, "lib", log)
-	require.NoError(t, err, "an up-to-date schema needs one connection")
+	require.Equal(t, []string{"00002_b.sql"}, res.Applied)
+	r := &run{t: t, pool: one}
+	require.Equal(t, []int64{1, 2}, r.versions())
+	require.True(t, r.tableExists("a_id"), "CREATE INDEX CONCURRENTLY ran outside a transaction")
 }
 
 func TestLoad_BadFilesAreRefusedNamingTheFile(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -128,6 +129,18 @@ func Must(text string) *Statement {
 		panic(err)
 	}
 	return s
+}
+
+// Tables returns the table names of the statement's {{tables.name}}
+// placeholders, in order of first appearance.
+func (s *Statement) Tables() []string {
+	var names []string
+	for _, p := range s.parts {
+		if p.table != "" && !slices.Contains(names, p.table) {
+			names = append(names, p.table)
+		}
+	}
+	return names
 }
 
 // String returns the statement as written, placeholders included.
