@@ -147,12 +147,12 @@ ON CONFLICT (version_id) DO NOTHING`,
 
 // probe is the answer to schemaFiles.probeSQL.
 type probe struct {
-	schemaExists bool
-	role         string
-	readOnly     bool
-	inRecovery   bool
-	canCreate    bool     // CREATE on the schema, or on the database when the schema is missing
-	existing     []string // the library's tables already in the schema
+	schemaExists     bool
+	role             string
+	readOnly         bool
+	inRecovery       bool
+	canCreate        bool     // CREATE on the schema, or on the database when the schema is missing
+	existing         []string // the library's tables already in the schema
 	statementTimeout string
 }
 
