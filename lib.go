@@ -163,7 +163,14 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	if _, err := set.Up(ctx, c.pool, c.schema, log); err != nil {
-		c.Close()
+		if ctx.Err() != nil {
+			// Closing waits for the connections the deadline broke, which
+			// pgx ends with a cancel request over a new connection: return
+			// now and let the pool close behind.
+			go c.Close()
+		} else {
+			c.Close()
+		}
 		return nil, redact.Error(startError(err), secrets...)
 	}
 	return c, nil

@@ -20,12 +20,12 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/migratetest"
 	"github.com/pgdual/mylib/internal/pgtest"
 )
 
@@ -227,9 +227,9 @@ func TestFleet_EightProcessesOfFourClientsMigrateOnce(t *testing.T) {
 				one.wall.Round(time.Millisecond), one.slowest.Round(time.Millisecond))
 
 			for _, schema := range []string{"solo", "fleet"} {
-				requireMigratedOnce(t, watch, schema)
+				migratetest.RequireMigratedOnce(t, watch, schema, migrationFiles(t))
 			}
-			require.Zero(t, advisoryLocks(t, watch), "no migration lock should be left held")
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
 			// A sanity bound, not a benchmark: waiting on goose's 5 s lock
 			// polling, or on a lock left behind, would exceed it.
 			require.Less(t, fleet.wall, 10*time.Second)
@@ -253,9 +253,9 @@ func TestFleet_EightProcessesOnTheirOwnSchemasBehindAServerPoolOfTwo(t *testing.
 	t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of 2: %v (slowest New %v)",
 		procs, clients, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
 	for i := range procs {
-		requireMigratedOnce(t, watch, schema(i))
+		migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t))
 	}
-	require.Zero(t, advisoryLocks(t, watch), "no migration lock should be left held")
+	require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
 }
 
 func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
@@ -266,12 +266,12 @@ func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
 			watch := pgtest.Pool(t, dsn)
 
 			member := startMember(t, reach, "audit", 1, time.Minute)
-			require.Eventually(t, func() bool { return advisoryLocks(t, watch) == 1 && sleeping(t, watch) },
+			require.Eventually(t, func() bool { return migratetest.AdvisoryLocks(t, watch) == 1 && sleeping(t, watch) },
 				10*time.Second, 5*time.Millisecond, "the member should be inside the migration lock, migrating")
 			require.NoError(t, member.cmd.Process.Kill()) // SIGKILL: no deferred function, no ROLLBACK
 			killed := time.Now()
 			_ = member.cmd.Wait()
-			require.Eventually(t, func() bool { return advisoryLocks(t, watch) == 0 }, 5*time.Second, time.Millisecond,
+			require.Eventually(t, func() bool { return migratetest.AdvisoryLocks(t, watch) == 0 }, 5*time.Second, time.Millisecond,
 				"the lock should die with the killed migrator's session")
 			released := time.Since(killed)
 
@@ -282,46 +282,10 @@ func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
 			t.Logf("%s: after SIGKILL of the migrator holding the lock, the lock was gone in %v and the next New had migrated in %v",
 				target.name, released.Round(time.Millisecond), recovered.Round(time.Millisecond))
 
-			requireMigratedOnce(t, watch, "audit")
-			require.Zero(t, advisoryLocks(t, watch))
+			migratetest.RequireMigratedOnce(t, watch, "audit", migrationFiles(t))
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 		})
 	}
-}
-
-// requireMigratedOnce checks what a user would: every migration file applied,
-// none of them twice.
-func requireMigratedOnce(t *testing.T, pool *pgxpool.Pool, schema string) {
-	t.Helper()
-	counts := versionCounts(t, pool, schema)
-	require.Len(t, counts, migrationFiles(t), "schema %s: applied versions %v", schema, counts)
-	for v, n := range counts {
-		require.Equal(t, 1, n, "schema %s: version %d applied %d times", schema, v, n)
-	}
-}
-
-// versionCounts returns how many rows each applied version has in schema's
-// version table: more than one means it was applied more than once.
-func versionCounts(t *testing.T, pool *pgxpool.Pool, schema string) map[int64]int {
-	t.Helper()
-	rows, err := pool.Query(t.Context(), fmt.Sprintf(
-		"SELECT version_id, count(*) FROM %s WHERE version_id > 0 AND is_applied GROUP BY 1",
-		pgx.Identifier{schema, migrate.VersionTable("mylib")}.Sanitize()))
-	require.NoError(t, err)
-	counts := map[int64]int{}
-	var version int64
-	var n int
-	_, err = pgx.ForEachRow(rows, []any{&version, &n}, func() error { counts[version] = n; return nil })
-	require.NoError(t, err)
-	return counts
-}
-
-// advisoryLocks counts the advisory locks held or awaited in pool's database.
-func advisoryLocks(t *testing.T, pool *pgxpool.Pool) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n))
-	return n
 }
 
 // sleeping reports whether a session of pool's database runs pg_sleep: a

@@ -13,12 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3/database"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/migratetest"
 	"github.com/pgdual/mylib/internal/pgtest"
 )
 
@@ -101,8 +100,8 @@ func TestQueryModes_TheLibraryWorksInExecAndSimpleProtocol(t *testing.T) {
 				embedded, err := mylib.New(ctx, mylib.WithManager(manager{host, "tenant"}), mylib.WithLogger(quiet))
 				require.NoError(t, err)
 				embedded.Close()
-				requireMigratedOnce(t, pgtest.Pool(t, dsn), "audit")
-				requireMigratedOnce(t, pgtest.Pool(t, dsn), "tenant")
+				migratetest.RequireMigratedOnce(t, pgtest.Pool(t, dsn), "audit", migrationFiles(t))
+				migratetest.RequireMigratedOnce(t, pgtest.Pool(t, dsn), "tenant", migrationFiles(t))
 			})
 		}
 	}
@@ -195,9 +194,9 @@ func TestMigrationLock_OutlastsTheHostsIdleInTransactionTimeout(t *testing.T) {
 			}
 			requireIdleTransactionsEnded(t, reach)
 
-			release := blockMigrations(t, dsn, "audit")
+			release := migratetest.Block(t, dsn, "audit")
 			result := openAsync(reach, "audit")
-			waitInsideLock(t, watch, "audit")
+			migratetest.WaitInsideLock(t, watch, "audit")
 			select {
 			case err := <-result:
 				t.Fatalf("New returned while its migration was blocked: %v", err)
@@ -205,8 +204,8 @@ func TestMigrationLock_OutlastsTheHostsIdleInTransactionTimeout(t *testing.T) {
 			}
 			release()
 			require.NoError(t, <-result)
-			requireMigratedOnce(t, watch, "audit")
-			require.Zero(t, advisoryLocks(t, watch))
+			migratetest.RequireMigratedOnce(t, watch, "audit", migrationFiles(t))
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 		})
 	}
 }
@@ -222,9 +221,9 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 			reach := target.reach(t, dsn)
 			watch := pgtest.Pool(t, dsn)
 
-			release := blockMigrations(t, dsn, "audit")
+			release := migratetest.Block(t, dsn, "audit")
 			result := openAsync(reach, "audit")
-			holder := waitInsideLock(t, watch, "audit")
+			holder := migratetest.WaitInsideLock(t, watch, "audit")
 			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", holder)
 			require.NoError(t, err)
 			terminated := time.Now()
@@ -238,13 +237,13 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 			require.NotErrorIs(t, err, migrate.ErrFailed, "the file is fine: the error should not say to fix it")
 			require.ErrorContains(t, err, "migration lock lost")
 			require.Less(t, failedAfter, 5*time.Second, "the heartbeat should notice within about a second")
-			requireNothingMigrated(t, watch, "audit")
+			migratetest.RequireNothingMigrated(t, watch, "audit")
 
 			c, err := mylib.New(t.Context(), mylib.WithDSN(reach), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
 			require.NoError(t, err, "the next start migrates")
 			c.Close()
-			requireMigratedOnce(t, watch, "audit")
-			require.Zero(t, advisoryLocks(t, watch))
+			migratetest.RequireMigratedOnce(t, watch, "audit", migrationFiles(t))
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 		})
 	}
 }
@@ -290,8 +289,8 @@ AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
 			require.ErrorIs(t, <-first, migrate.ErrLockLost)
 			require.NoError(t, <-second, "the second migrator should apply every file")
-			require.Equal(t, map[int64]int{1: 1, 2: 1, 3: 1}, versionCounts(t, watch, "audit"))
-			require.Zero(t, advisoryLocks(t, watch))
+			require.Equal(t, map[int64]int{1: 1, 2: 1, 3: 1}, migratetest.VersionCounts(t, watch, "audit"))
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 		})
 	}
 }
@@ -306,9 +305,9 @@ func TestMigrationLock_PgBouncerIdleTransactionTimeoutDoesNotEndIt(t *testing.T)
 	reach := viaBouncer(t, dsn, pgtest.BouncerIdleTransactionTimeout(300*time.Millisecond))
 	watch := pgtest.Pool(t, dsn)
 
-	release := blockMigrations(t, dsn, "audit")
+	release := migratetest.Block(t, dsn, "audit")
 	result := openAsync(reach, "audit")
-	waitInsideLock(t, watch, "audit")
+	migratetest.WaitInsideLock(t, watch, "audit")
 	select {
 	case err := <-result:
 		t.Fatalf("New returned while its migration was blocked: %v", err)
@@ -316,35 +315,8 @@ func TestMigrationLock_PgBouncerIdleTransactionTimeoutDoesNotEndIt(t *testing.T)
 	}
 	release()
 	require.NoError(t, <-result)
-	requireMigratedOnce(t, watch, "audit")
-	require.Zero(t, advisoryLocks(t, watch))
-}
-
-// blockMigrations makes the next migration of schema wait inside the
-// migration lock until release is called: it creates the schema's version
-// table as goose does and locks it against writes (reads still pass), so the
-// first migration's transaction waits to record its version.
-func blockMigrations(t *testing.T, dsn, schema string) (release func()) {
-	t.Helper()
-	ctx := t.Context()
-	db := stdlib.OpenDBFromPool(pgtest.Pool(t, dsn))
-	defer db.Close()
-	table := schema + "." + migrate.VersionTable("mylib")
-	store, err := database.NewStore(database.DialectPostgres, table)
-	require.NoError(t, err)
-	_, err = db.ExecContext(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize())
-	require.NoError(t, err)
-	require.NoError(t, store.CreateVersionTable(ctx, db))
-	require.NoError(t, store.Insert(ctx, db, database.InsertRequest{Version: 0}))
-
-	conn, err := pgx.Connect(ctx, dsn)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; BEGIN; LOCK TABLE "+table+" IN EXCLUSIVE MODE")
-	require.NoError(t, err)
-	var once sync.Once
-	release = func() { once.Do(func() { _ = conn.Close(context.Background()) }) } // ends the transaction
-	t.Cleanup(release)
-	return release
+	migratetest.RequireMigratedOnce(t, watch, "audit", migrationFiles(t))
+	require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 }
 
 // openAsync opens a standalone Client in the background and sends New's
@@ -363,24 +335,6 @@ func openAsync(dsn, schema string) <-chan error {
 	return result
 }
 
-// waitInsideLock waits until a migrator holds the migration lock while its
-// migration waits on the blocked version table, and returns the pid of the
-// backend that holds the lock.
-func waitInsideLock(t *testing.T, watch *pgxpool.Pool, schema string) int32 {
-	t.Helper()
-	var holder *int32
-	require.Eventually(t, func() bool {
-		var waiting bool
-		require.NoError(t, watch.QueryRow(t.Context(), `SELECT
-(SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
-	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
-EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = to_regclass($1))`,
-			schema+"."+migrate.VersionTable("mylib")).Scan(&holder, &waiting))
-		return holder != nil && waiting
-	}, 10*time.Second, 5*time.Millisecond, "a migrator should be inside the lock, its migration waiting")
-	return *holder
-}
-
 // requireIdleTransactionsEnded checks that the server ends a transaction
 // left idle on dsn, so a test of the timeout tests something.
 func requireIdleTransactionsEnded(t *testing.T, dsn string) {
@@ -393,19 +347,6 @@ func requireIdleTransactionsEnded(t *testing.T, dsn string) {
 	time.Sleep(500 * time.Millisecond)
 	_, err = conn.Exec(t.Context(), "SELECT 1")
 	require.Error(t, err, "an idle transaction should have been ended by the timeout")
-}
-
-// requireNothingMigrated checks that no migration of schema was kept: no
-// version recorded, none of the first migration's tables.
-func requireNothingMigrated(t *testing.T, watch *pgxpool.Pool, schema string) {
-	t.Helper()
-	var versions int
-	var events bool
-	require.NoError(t, watch.QueryRow(t.Context(), fmt.Sprintf(
-		"SELECT (SELECT count(*) FROM %s WHERE version_id > 0), to_regclass($1) IS NOT NULL",
-		pgx.Identifier{schema, migrate.VersionTable("mylib")}.Sanitize()), schema+".events").Scan(&versions, &events))
-	require.Zero(t, versions, "no version should be recorded")
-	require.False(t, events, "the table of the migration in flight should not exist")
 }
 
 func currentDatabase(t *testing.T, pool *pgxpool.Pool) string {

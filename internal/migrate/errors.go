@@ -123,7 +123,7 @@ func serverFault(ctx context.Context, pgErr *pgconn.PgError, err error, doing st
 			"%s: the server is out of a resource (%v); start again when it has room", doing, err)
 	case code == "57014":
 		return newError(ctx, nil, err,
-			"%s: the server cancelled a statement (%v): statement_timeout, set for the migrating role or database, is shorter than the migration, or another session called pg_cancel_backend; raise statement_timeout for the migrating role (ALTER ROLE ... SET statement_timeout = ...) or split the file, then start again", doing, err)
+			"%s: the server cancelled a statement (%v): statement_timeout ended it, or another session called pg_cancel_backend; if it is statement_timeout, raise it for the role or split the file; then start again", doing, err)
 	case code == "25006":
 		return newError(ctx, []error{ErrNotMigrated}, err,
 			"%s: the server is read-only (%v): migrate on the primary (a DSN with target_session_attrs=read-write)", doing, err)

@@ -70,6 +70,7 @@ type holder struct {
 	fast     plan
 	h        *held
 	res      *Result
+	pre      probe           // the session, as the lock's attempt found it
 	plan     plan            // read under the lock
 	provider *goose.Provider // goose on the lock's connection
 }
@@ -83,14 +84,13 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 	defer db.Close()
 	defer func() { _ = r.h.release(ctx) }() // rolls back what is not committed
 	for {
-		pre, err := parseProbe(r.h.probe)
-		if err != nil {
+		if r.pre, err = parseProbe(r.h.probe); err != nil {
 			return false, err
 		}
-		if err := r.m.refuse(ctx, r.sf, pre, r.fast); err != nil {
+		if err := r.m.refuse(ctx, r.sf, r.pre, r.fast); err != nil {
 			return false, err
 		}
-		created, err := r.prepare(ctx, db, pre)
+		created, err := r.prepare(ctx, db, r.pre)
 		if err != nil {
 			return false, err
 		}
@@ -252,6 +252,12 @@ func (r *holder) fileError(ctx context.Context, conn *pgconn.PgConn, f *file, ca
 		return fmt.Errorf("%w; %s: give it a longer deadline and start again", interrupted(ctx, doing), kept)
 	case r.h.pg().IsClosed() || errors.Is(cause, errFenced):
 		return r.m.lockedFault(ctx, r.h, conn, cause, doing)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(cause, &pgErr) && pgErr.Code == "57014" && r.pre.statementTimeout != "0" {
+		return newError(ctx, nil, cause,
+			"%s: statement_timeout, which is %s for role %q, cancelled a statement (%v): raise it for the migrating role (ALTER ROLE %s SET statement_timeout = ...) or split the file, then start again; %s",
+			doing, r.pre.statementTimeout, r.pre.role, cause, r.pre.role, kept)
 	}
 	if flt := fault(ctx, conn, cause, doing); flt != nil {
 		return newError(ctx, nil, flt, "%v; %s", flt, kept)
