@@ -127,6 +127,9 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 }
 
 func (l lock) fail(ctx context.Context, conn *pgconn.PgConn, err error, doing string) error {
+	if ctx.Err() != nil { // wherever the caller's deadline or cancel struck, say it the same way
+		return interrupted(ctx, "waiting for the migration lock")
+	}
 	if f := fault(ctx, conn, err, doing); f != nil {
 		return f
 	}
