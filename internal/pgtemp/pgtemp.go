@@ -208,6 +208,10 @@ func (s *Server) Restart(ctx context.Context) error {
 // process exits at once, without a checkpoint, and sessions and replication connections break (SIGKILL
 // if that takes more than 10 s). The directory stays, so Restart recovers the server as after a crash;
 // Stop removes it. It is meant for tests of failover to a standby, and of crash recovery.
+//
+// pgtemp turns synchronous_commit off, so a crash may lose the commits of the last fraction of a
+// second, on the server and on its standbys: a test that needs them after Kill waits until a standby
+// has them, or runs CHECKPOINT first.
 func (s *Server) Kill() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
