@@ -10,7 +10,12 @@
 // in the user's cache directory (pgtemp/ there, about 40 MB; delete it at will); later Starts copy it,
 // which is several times faster. Run as root, the server runs as the OS user postgres (initdb refuses
 // root). On Linux the server dies with the process that started it, even on SIGKILL; what it leaves
-// (its directory, its shared memory) is removed by a later Start.
+// (its directory, its shared memory) is removed by a later Start. Package proc supervises the processes
+// (initdb, pg_basebackup, postgres) and sweeps what killed test binaries left.
+//
+// For tests of replication and failover, a server can have hot standbys (StartStandby: a copy by
+// pg_basebackup, in a directory of its own, in about half a second), crash (Kill) and be replaced by a
+// promoted standby (Promote).
 package pgtemp
 
 import (

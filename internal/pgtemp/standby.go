@@ -25,7 +25,8 @@ import (
 //
 // The standby starts with the options s was started with, then opts: settings such as max_connections
 // must be no lower on a standby than on its primary. It needs pg_basebackup beside postgres (Debian
-// ships it in the same directory, with the client package).
+// ships it in the same directory, with the client package); without it the error matches
+// [ErrNoBinaries].
 func (s *Server) StartStandby(ctx context.Context, opts ...Option) (*Server, error) {
 	cfg, err := s.cfg.with(opts)
 	if err != nil {
@@ -33,8 +34,8 @@ func (s *Server) StartStandby(ctx context.Context, opts ...Option) (*Server, err
 	}
 	basebackup := filepath.Join(s.bin.dir, executable("pg_basebackup"))
 	if _, err := os.Stat(basebackup); err != nil {
-		return nil, fmt.Errorf("pgtemp: StartStandby needs pg_basebackup beside postgres in %s: install the "+
-			"PostgreSQL client package of the same version (Debian/Ubuntu: postgresql-client-<version>)", s.bin.dir)
+		return nil, &noBinariesError{msg: fmt.Sprintf("pgtemp: StartStandby needs pg_basebackup beside postgres in %s: "+
+			"install the PostgreSQL client package of the same version (Debian/Ubuntu: postgresql-client-<version>)", s.bin.dir)}
 	}
 	s.mu.Lock()
 	stopped := s.stopped

@@ -170,16 +170,7 @@ func SetParam(dsn, key, value string) string {
 
 // bouncerDSN points dsn at PgBouncer's socket: no TLS on a unix socket.
 func bouncerDSN(dsn, dir string, port int) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		if u, err := url.Parse(dsn); err == nil {
-			u.Host = "" // host and port go in the query; user and password stay
-			dsn = u.String()
-		}
-	}
-	for _, kv := range [][2]string{{"host", dir}, {"port", strconv.Itoa(port)}, {"sslmode", "disable"}} {
-		dsn = SetParam(dsn, kv[0], kv[1])
-	}
-	return dsn
+	return SetParam(reroute(dsn, dir, strconv.Itoa(port)), "sslmode", "disable")
 }
 
 func findBouncer() (string, error) {
