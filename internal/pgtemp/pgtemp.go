@@ -110,11 +110,11 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 func startWith(ctx context.Context, bin binaries, cfg *config, fill func(*Server, context.Context) error) (*Server, error) {
 	u, err := proc.DropRoot("PostgreSQL")
 	if err != nil {
-		return nil, fmt.Errorf("pgtemp: %w", err)
+		return nil, wrap(err)
 	}
 	dir, err := serverDirs.NewDir(candidateRoots(), u)
 	if err != nil {
-		return nil, fmt.Errorf("pgtemp: %w", err)
+		return nil, wrap(err)
 	}
 	s := &Server{
 		bin:     bin,
@@ -126,15 +126,7 @@ func startWith(ctx context.Context, bin binaries, cfg *config, fill func(*Server
 		port:    port,
 		log:     proc.NewLog(cfg.logOutput),
 	}
-	if err := os.Mkdir(s.sockDir, 0o700); err != nil {
-		_ = serverDirs.Remove(dir)
-		return nil, fmt.Errorf("pgtemp: create the socket directory: %w", err)
-	}
-	if err := u.Own(dir); err != nil {
-		_ = serverDirs.Remove(dir)
-		return nil, fmt.Errorf("pgtemp: %w", err)
-	}
-	if err := fill(s, ctx); err != nil {
+	if err := s.prepare(ctx, fill); err != nil {
 		_ = serverDirs.Remove(dir)
 		return nil, err
 	}
@@ -224,6 +216,18 @@ func (s *Server) Kill() error {
 		return nil
 	}
 	return ignoreKilled(s.pm.StopWith(killTimeout, syscall.SIGQUIT))
+}
+
+// prepare makes the socket directory, gives the directory to the server's OS user, and has fill put a
+// cluster in data/.
+func (s *Server) prepare(ctx context.Context, fill func(*Server, context.Context) error) error {
+	if err := os.Mkdir(s.sockDir, 0o700); err != nil {
+		return fmt.Errorf("pgtemp: create the socket directory: %w", err)
+	}
+	if err := s.user.Own(s.dir); err != nil {
+		return wrap(err)
+	}
+	return fill(s, ctx)
 }
 
 // initdb fills dataDir with a new cluster: a copy of a cached one when there is one (see cache.go),
