@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Option configures [Start].
+// Option configures [Start] and [Server.StartStandby].
 type Option interface {
 	apply(*config) error
 }
@@ -26,6 +26,18 @@ func newConfig(opts []Option) (*config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// with returns a copy of c changed by opts: a standby starts with its primary's options.
+func (c *config) with(opts []Option) (*config, error) {
+	cp := *c
+	cp.settings = append([][2]string(nil), c.settings...)
+	for _, o := range opts {
+		if err := o.apply(&cp); err != nil {
+			return nil, err
+		}
+	}
+	return &cp, nil
 }
 
 type optionFunc func(*config) error
@@ -58,8 +70,9 @@ func WithSetting(name, value string) Option {
 	})
 }
 
-// WithStartTimeout bounds how long Start and Restart wait for the server to accept connections
-// (default 60 s). The context passed to them can end the wait sooner.
+// WithStartTimeout bounds how long Start, Restart and StartStandby wait for the server to accept
+// connections, and Promote for it to accept writes (default 60 s). The context passed to them can end
+// the wait sooner.
 func WithStartTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d <= 0 {

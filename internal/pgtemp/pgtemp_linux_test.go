@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgdual/mylib/internal/proc"
 )
 
 func TestServer(t *testing.T) {
@@ -213,14 +215,13 @@ func TestStart_KilledOwnerLeavesNoServer(t *testing.T) {
 		return len(processesUsing(dir)) == 0
 	}, 10*time.Second, 20*time.Millisecond, "server processes %v outlived the test binary", server)
 	require.DirExists(t, dir, "the killed binary leaves its directory for a later Start to sweep")
-	require.True(t, isStale(dir), "the directory should count as stale now")
 
 	// What a later Start does: remove the directory, and the shared memory the server left.
 	pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
 	require.NoError(t, err)
 	shmid := strings.Fields(strings.Split(string(pidFile), "\n")[6])[1]
 	require.Contains(t, sysvSegments(t), shmid)
-	removeStale(filepath.Dir(dir))
+	serverDirs.Sweep(filepath.Dir(dir))
 	require.NoDirExists(t, dir)
 	if removesSharedMemory {
 		require.NotContains(t, sysvSegments(t), shmid)
@@ -361,7 +362,7 @@ func childPIDs(pid int) []int {
 }
 
 // gone reports whether a process has exited; a zombie not yet reaped by init counts as exited.
-func gone(pid int) bool { return !processAlive(pid) }
+func gone(pid int) bool { return !proc.Alive(pid) }
 
 // processesUsing lists live processes whose command line or working directory is inside dir: a
 // postmaster names its data directory on its command line, and every server process works in it.

@@ -1,24 +1,24 @@
 package pgtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgdual/mylib/internal/proc"
 )
 
 // BouncerOption configures [Bouncer].
@@ -60,6 +60,9 @@ var bouncerDefaults = [][2]string{
 // bouncerPort names PgBouncer's socket file; every Bouncer has a directory of its own.
 const bouncerPort = 6432
 
+// bouncerDirs are the Bouncers' directories, each holding pgbouncer.ini, the auth file and the socket.
+var bouncerDirs = proc.Kind{Prefix: "pgbouncer-", Socket: ".s.PGSQL." + strconv.Itoa(bouncerPort)}
+
 var bouncerSettingName = regexp.MustCompile(`^[a-z_]+$`)
 
 // bouncerSearch are the places tried for the pgbouncer program after PGBOUNCER_BIN and PATH.
@@ -97,33 +100,56 @@ func Bouncer(t testing.TB, dsn string, opts ...BouncerOption) string {
 	for _, o := range opts {
 		o(cfg)
 	}
-	owner, err := bouncerUser()
+	owner, err := proc.DropRoot("PgBouncer")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("pgtest: %v", err)
 	}
-	dir, err := bouncerDir(owner)
+	// A short directory: a unix socket's path is limited to about 100 bytes.
+	dir, err := bouncerDirs.NewDir([]string{os.TempDir(), "/tmp"}, owner)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("pgtest: PgBouncer's directory: %v", err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = bouncerDirs.Remove(dir) })
 
-	ini, err := writeBouncerFiles(dir, cc, cfg.settings, owner)
+	ini, err := writeBouncerFiles(dir, cc, cfg.settings)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := startBouncer(bin, ini, dir, owner)
+	if err := owner.Own(dir); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	log := proc.NewLog(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), bouncerStartTimeout)
+	defer cancel()
+	socket := filepath.Join(dir, bouncerDirs.Socket)
+	p, err := proc.Start(ctx, proc.Command{
+		Path: bin, Args: []string{ini}, Home: dir, User: owner, Log: log,
+		// The socket file appears before PgBouncer listens on it: only a connection says it is ready.
+		Ready: func(ctx context.Context) error {
+			c, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
+			if err == nil {
+				_ = c.Close()
+			}
+			return err
+		},
+		ReadyEvery: 5 * time.Millisecond,
+		// Before 1.23 the first SIGTERM is an immediate shutdown; from 1.23 the first waits for clients
+		// and the second is immediate.
+		Shutdown: []os.Signal{syscall.SIGTERM, syscall.SIGTERM},
+		Grace:    bouncerStopTimeout,
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("pgtest: the end of PgBouncer's log:\n%s", b.log.tail())
+			t.Logf("pgtest: the end of PgBouncer's log:\n%s", log.Tail())
 		}
-		if err := b.stop(); err != nil {
-			t.Error(err)
+		if err := p.Stop(); err != nil {
+			t.Errorf("pgtest: %v", err)
 		}
 	})
-	return bouncerDSN(dsn, dir, b.port)
+	return bouncerDSN(dsn, dir, bouncerPort)
 }
 
 // SetParam returns dsn with the connection parameter key set to value, replacing an earlier value:
@@ -144,16 +170,7 @@ func SetParam(dsn, key, value string) string {
 
 // bouncerDSN points dsn at PgBouncer's socket: no TLS on a unix socket.
 func bouncerDSN(dsn, dir string, port int) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		if u, err := url.Parse(dsn); err == nil {
-			u.Host = "" // host and port go in the query; user and password stay
-			dsn = u.String()
-		}
-	}
-	for _, kv := range [][2]string{{"host", dir}, {"port", strconv.Itoa(port)}, {"sslmode", "disable"}} {
-		dsn = SetParam(dsn, kv[0], kv[1])
-	}
-	return dsn
+	return SetParam(reroute(dsn, dir, strconv.Itoa(port)), "sslmode", "disable")
 }
 
 func findBouncer() (string, error) {
@@ -187,81 +204,9 @@ func isProgram(path string) error {
 	return nil
 }
 
-// bouncerOwner is the OS user PgBouncer runs as when the tests run as root, which it refuses.
-type bouncerOwner struct {
-	name     string
-	uid, gid uint32
-}
-
-func bouncerUser() (*bouncerOwner, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: running as root, and PgBouncer refuses to run as root: "+
-			"create an OS user named postgres (useradd --system postgres) or run the tests as another user: %w", err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: OS user postgres has uid %q: %w", u.Uid, err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: OS user postgres has gid %q: %w", u.Gid, err)
-	}
-	return &bouncerOwner{name: u.Username, uid: uint32(uid), gid: uint32(gid)}, nil
-}
-
-// bouncerDir makes PgBouncer's directory (its configuration and its socket) in a short temporary
-// directory, since a unix socket's path is limited to about 100 bytes.
-func bouncerDir(owner *bouncerOwner) (string, error) {
-	root := os.TempDir()
-	if len(root) > 60 {
-		root = "/tmp"
-	}
-	removeStaleBouncerDirs(root)
-	dir, err := os.MkdirTemp(root, bouncerDirPrefix)
-	if err != nil {
-		return "", fmt.Errorf("pgtest: create PgBouncer's directory: %w (set TMPDIR to a short writable directory)", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, bouncerOwnerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("pgtest: write %s: %w", bouncerOwnerFile, err)
-	}
-	if owner != nil {
-		if err := os.Chown(dir, int(owner.uid), int(owner.gid)); err != nil {
-			return "", fmt.Errorf("pgtest: hand %s to the OS user %s: %w", dir, owner.name, err)
-		}
-	}
-	return dir, nil
-}
-
-const (
-	bouncerDirPrefix = "pgbouncer-"
-	// bouncerOwnerFile holds the pid of the test binary that made the directory.
-	bouncerOwnerFile = "owner.pid"
-)
-
-// removeStaleBouncerDirs removes the directories of Bouncers whose test binary is gone: one killed
-// with SIGKILL cleans nothing up (its pgbouncer dies with it). Best effort.
-func removeStaleBouncerDirs(root string) {
-	dirs, _ := filepath.Glob(filepath.Join(root, bouncerDirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, bouncerOwnerFile))
-		if err != nil {
-			continue // not ours, or not written yet
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid == os.Getpid() || processAlive(pid) {
-			continue
-		}
-		_ = os.RemoveAll(dir)
-	}
-}
-
 // writeBouncerFiles writes pgbouncer.ini and the auth file that lets the DSN's user in, and returns
 // the path of pgbouncer.ini.
-func writeBouncerFiles(dir string, cc *pgconn.Config, settings [][2]string, owner *bouncerOwner) (string, error) {
+func writeBouncerFiles(dir string, cc *pgconn.Config, settings [][2]string) (string, error) {
 	var ini strings.Builder
 	// Any database name goes to the same server; PgBouncer logs in as the client's user, with the
 	// password from the auth file when the server asks for one.
@@ -280,11 +225,6 @@ func writeBouncerFiles(dir string, cc *pgconn.Config, settings [][2]string, owne
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			return "", fmt.Errorf("pgtest: write %s: %w", path, err)
 		}
-		if owner != nil {
-			if err := os.Chown(path, int(owner.uid), int(owner.gid)); err != nil {
-				return "", fmt.Errorf("pgtest: hand %s to the OS user %s: %w", path, owner.name, err)
-			}
-		}
 	}
 	return filepath.Join(dir, "pgbouncer.ini"), nil
 }
@@ -299,96 +239,3 @@ func iniValue(v string) string {
 
 // authQuote quotes a name or password for PgBouncer's auth file, which doubles quotes.
 func authQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// bouncer is one running pgbouncer process.
-type bouncer struct {
-	cmd    *exec.Cmd
-	port   int
-	log    *bouncerLog
-	exited chan struct{} // closed once cmd.Wait returns
-	err    error         // cmd.Wait's result, set before exited closes
-}
-
-// startBouncer runs pgbouncer in the foreground and waits for its socket.
-func startBouncer(bin, ini, dir string, owner *bouncerOwner) (*bouncer, error) {
-	b := &bouncer{port: bouncerPort, log: &bouncerLog{}, exited: make(chan struct{})}
-	b.cmd = exec.Command(bin, ini)
-	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
-	b.cmd.SysProcAttr = bouncerProcAttr(owner)
-	started := make(chan error, 1)
-	go func() {
-		// A parent-death signal fires when the starting OS thread exits, so this thread must outlive pgbouncer.
-		runtime.LockOSThread()
-		if err := b.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		b.err = b.cmd.Wait()
-		close(b.exited)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("pgtest: start %s: %w", bin, err)
-	}
-	socket := filepath.Join(dir, ".s.PGSQL."+strconv.Itoa(b.port))
-	deadline := time.After(bouncerStartTimeout)
-	for {
-		// The socket file appears before PgBouncer listens on it: only a connection says it is ready.
-		if c, err := net.Dial("unix", socket); err == nil {
-			_ = c.Close()
-			return b, nil
-		}
-		select {
-		case <-b.exited:
-			return nil, fmt.Errorf("pgtest: %s exited at startup (%v); its output:\n%s", bin, b.err, b.log.tail())
-		case <-deadline:
-			_ = b.stop()
-			return nil, fmt.Errorf("pgtest: %s did not listen on %s within %v; its output:\n%s", bin, socket, bouncerStartTimeout, b.log.tail())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-// stop shuts PgBouncer down at once: SIGTERM twice (before 1.23 the first is an immediate shutdown;
-// from 1.23 the first waits for clients and the second is immediate), then SIGKILL.
-func (b *bouncer) stop() error {
-	for range 2 {
-		_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-b.exited:
-		return nil
-	case <-time.After(bouncerStopTimeout):
-	}
-	_ = b.cmd.Process.Kill()
-	<-b.exited
-	return fmt.Errorf("pgtest: pgbouncer (pid %d) did not stop within %v of SIGTERM and was killed", b.cmd.Process.Pid, bouncerStopTimeout)
-}
-
-// bouncerLog keeps the end of PgBouncer's log, for error messages.
-type bouncerLog struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const bouncerLogBytes = 8192
-
-func (l *bouncerLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	if len(l.buf) > 2*bouncerLogBytes {
-		l.buf = append(l.buf[:0:0], l.buf[len(l.buf)-bouncerLogBytes:]...)
-	}
-	return len(p), nil
-}
-
-func (l *bouncerLog) tail() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buf
-	if len(b) > bouncerLogBytes {
-		b = b[len(b)-bouncerLogBytes:]
-	}
-	return strings.TrimRight(string(b), "\n")
-}

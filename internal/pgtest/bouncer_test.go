@@ -2,14 +2,10 @@ package pgtest
 
 import (
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -140,27 +136,6 @@ func TestBouncerDSN_ChangesOnlyWhereToConnect(t *testing.T) {
 			require.Equal(t, before.RuntimeParams, after.RuntimeParams)
 		})
 	}
-}
-
-func TestBouncer_StaleDirectoriesOfKilledTestBinariesAreRemoved(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the sweep needs to tell dead processes from live ones, which it does on Linux")
-	}
-	gone := exec.Command("true")
-	require.NoError(t, gone.Run()) // its pid is free now
-	root := t.TempDir()
-	dirs := map[string]string{"dead owner": strconv.Itoa(gone.Process.Pid), "live owner": strconv.Itoa(os.Getpid()), "no owner yet": ""}
-	for name, pid := range dirs {
-		dir := filepath.Join(root, bouncerDirPrefix+strings.ReplaceAll(name, " ", "-"))
-		require.NoError(t, os.Mkdir(dir, 0o700))
-		if pid != "" {
-			require.NoError(t, os.WriteFile(filepath.Join(dir, bouncerOwnerFile), []byte(pid+"\n"), 0o644))
-		}
-	}
-	removeStaleBouncerDirs(root)
-	left, err := filepath.Glob(filepath.Join(root, bouncerDirPrefix+"*"))
-	require.NoError(t, err)
-	require.ElementsMatch(t, []string{filepath.Join(root, bouncerDirPrefix+"live-owner"), filepath.Join(root, bouncerDirPrefix+"no-owner-yet")}, left)
 }
 
 func TestSetParam_URLsAndKeywords(t *testing.T) {

@@ -2,7 +2,11 @@ package pgtest
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ConnDSN returns dsn with its database replaced by database, keeping everything else (host, user,
@@ -19,6 +23,48 @@ func ConnDSN(dsn, database string) string {
 		}
 	}
 	return setKeyword(dsn, "dbname", database)
+}
+
+// MultiHostDSN returns a connection string that lists the hosts and ports of every dsn, in order, with
+// the rest (database, user, password, parameters) of the first: for two pgtemp servers,
+// postgres://postgres@/postgres?host=/dev/shm/pgtemp-1/sock,/dev/shm/pgtemp-2/sock&port=5432,5432&...
+// (URL-escaped). pgx, like libpq, tries the hosts in turn; with target_session_attrs=read-write
+// ([SetParam]) it passes over a server that is down or read-only, as a client of a primary and its
+// standby ([Standby]) does to find whichever takes writes, before and after a failover.
+func MultiHostDSN(t testing.TB, dsns ...string) string {
+	t.Helper()
+	if len(dsns) == 0 {
+		t.Fatal("pgtest: MultiHostDSN needs at least one connection string")
+	}
+	var hosts, ports []string
+	for _, dsn := range dsns {
+		cc, err := pgconn.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal("pgtest: MultiHostDSN: not a valid connection string") // pgx's error quotes the DSN, password included
+		}
+		// A host with TLS to try, then none (sslmode=prefer) is one host, listed once.
+		seen := map[string]bool{}
+		for _, f := range append([]*pgconn.FallbackConfig{{Host: cc.Host, Port: cc.Port}}, cc.Fallbacks...) {
+			port := strconv.Itoa(int(f.Port))
+			if !seen[f.Host+"\x00"+port] {
+				seen[f.Host+"\x00"+port] = true
+				hosts, ports = append(hosts, f.Host), append(ports, port)
+			}
+		}
+	}
+	return reroute(dsns[0], strings.Join(hosts, ","), strings.Join(ports, ","))
+}
+
+// reroute returns dsn with its host and port replaced: in a URL, in the query, where a list of unix
+// socket directories can go.
+func reroute(dsn, host, port string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			u.Host = "" // host and port go in the query; user and password stay
+			dsn = u.String()
+		}
+	}
+	return SetParam(SetParam(dsn, "host", host), "port", port)
 }
 
 // setKeyword sets key to value in a keyword/value connection string, replacing an existing setting.

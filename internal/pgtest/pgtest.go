@@ -102,9 +102,34 @@ func Pool(t testing.TB, dsn string, opts ...func(*pgxpool.Config)) *pgxpool.Pool
 // restarted from a test): without them the test fails under CI=true and is skipped otherwise.
 func Restartable(t testing.TB) (*pgtemp.Server, string) {
 	t.Helper()
-	srv, err := pgtemp.Start(t.Context())
+	srv := ownServer(t, "restarts its server", func() (*pgtemp.Server, error) { return pgtemp.Start(t.Context()) })
+	return srv, srv.DSN()
+}
+
+// Standby starts a primary server for this test alone and a hot standby of it, for tests of replication
+// and failover: the standby replays what the primary writes and refuses writes itself (SQLSTATE 25006)
+// until it is promoted (standby.Promote), typically after the primary is killed (primary.Kill). Reach
+// whichever of the two takes writes with [MultiHostDSN] and target_session_attrs=read-write. Both are
+// stopped, and their directories removed, when the test ends.
+//
+// It needs the PostgreSQL binaries on this machine, pg_basebackup among them: without them the test
+// fails under CI=true and is skipped otherwise. The standby costs about half a second more than a
+// server.
+func Standby(t testing.TB) (primary, standby *pgtemp.Server) {
+	t.Helper()
+	const purpose = "runs a primary and a hot standby"
+	primary = ownServer(t, purpose, func() (*pgtemp.Server, error) { return pgtemp.Start(t.Context()) })
+	standby = ownServer(t, purpose, func() (*pgtemp.Server, error) { return primary.StartStandby(t.Context()) })
+	return primary, standby
+}
+
+// ownServer starts a server for t alone and stops it when t ends; without the binaries it needs, the
+// test fails under CI and is skipped elsewhere.
+func ownServer(t testing.TB, purpose string, start func() (*pgtemp.Server, error)) *pgtemp.Server {
+	t.Helper()
+	srv, err := start()
 	if errors.Is(err, pgtemp.ErrNoBinaries) {
-		unavailable(t, "pgtest: this test restarts its server, which needs the PostgreSQL server binaries on this machine: "+
+		unavailable(t, "pgtest: this test "+purpose+", which needs the PostgreSQL server binaries on this machine: "+
 			err.Error())
 	}
 	if err != nil {
@@ -115,7 +140,7 @@ func Restartable(t testing.TB) (*pgtemp.Server, string) {
 			t.Error(err)
 		}
 	})
-	return srv, srv.DSN()
+	return srv
 }
 
 // database clones the template for key into a database for t and drops it when t ends.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package pgtemp
+package proc
 
 import (
 	"errors"
@@ -11,8 +11,8 @@ import (
 	"syscall"
 )
 
-// processAlive reports whether a process with this pid runs (a zombie does not).
-func processAlive(pid int) bool {
+// Alive reports whether a process with this pid runs (a zombie does not).
+func Alive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -21,15 +21,12 @@ func processAlive(pid int) bool {
 }
 
 // runAs makes the child run as u, with no supplementary groups.
-func runAs(attr *syscall.SysProcAttr, u *osUser) {
-	attr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid}
+func runAs(attr *syscall.SysProcAttr, u *User) {
+	attr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID}
 }
 
-// interrupt asks the postmaster for a fast shutdown: sessions are ended, then a checkpoint.
-func interrupt(p *os.Process) error { return p.Signal(os.Interrupt) }
-
 // searchable reports whether u may enter path and every directory above it.
-func searchable(path string, u *osUser) error {
+func searchable(path string, u *User) error {
 	for p := path; ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -38,14 +35,14 @@ func searchable(path string, u *osUser) error {
 		var bit fs.FileMode = 0o001
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			switch {
-			case st.Uid == u.uid:
+			case st.Uid == u.UID:
 				bit = 0o100
-			case st.Gid == u.gid:
+			case st.Gid == u.GID:
 				bit = 0o010
 			}
 		}
 		if fi.Mode().Perm()&bit == 0 {
-			return fmt.Errorf("the OS user %s cannot enter %s", u.name, p)
+			return fmt.Errorf("the OS user %s cannot enter %s", u.Name, p)
 		}
 		if filepath.Dir(p) == p {
 			return nil
