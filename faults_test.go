@@ -2,7 +2,6 @@ package mylib_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,9 +106,9 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 				dsn := pgtest.DSN(t)
 				admin := pgtest.Pool(t, dsn)
 				exec(t, admin, "CREATE SCHEMA audit")
-				role := newRole(t, admin, "app")
+				role, roleDSN := pgtest.Role(t, dsn, "app")
 				exec(t, admin, "GRANT USAGE ON SCHEMA audit TO "+role)
-				return open(t, as(dsn, role), "audit"), dsn
+				return open(t, roleDSN, "audit"), dsn
 			},
 			is:    []error{mylib.ErrNotMigrated, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable}, contextErrors...),
@@ -119,8 +118,8 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 			name: "a role without CREATE on the database, and no schema",
 			provoke: func(t *testing.T) (error, string) {
 				dsn := pgtest.DSN(t)
-				role := newRole(t, pgtest.Pool(t, dsn), "app")
-				return open(t, as(dsn, role), "audit"), dsn
+				_, roleDSN := pgtest.Role(t, dsn, "app")
+				return open(t, roleDSN, "audit"), dsn
 			},
 			is:    []error{mylib.ErrNotMigrated, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable}, contextErrors...),
@@ -230,27 +229,6 @@ func exec(t *testing.T, pool *pgxpool.Pool, sql string) {
 	t.Helper()
 	_, err := pool.Exec(t.Context(), sql)
 	require.NoError(t, err, sql)
-}
-
-// newRole creates a login role named after the database (roles are per
-// server) and drops it when the test ends.
-func newRole(t *testing.T, admin *pgxpool.Pool, suffix string) string {
-	t.Helper()
-	var db string
-	require.NoError(t, admin.QueryRow(t.Context(), "SELECT current_database()").Scan(&db))
-	role := db + "_" + suffix
-	exec(t, admin, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'", pgx.Identifier{role}.Sanitize()))
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_, _ = admin.Exec(ctx, fmt.Sprintf("DROP OWNED BY %s CASCADE", pgx.Identifier{role}.Sanitize()))
-		_, _ = admin.Exec(ctx, fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{role}.Sanitize()))
-	})
-	return role
-}
-
-// as returns dsn with another user and its password.
-func as(dsn, role string) string {
-	return pgtest.SetParam(pgtest.SetParam(dsn, "user", role), "password", "pw")
 }
 
 // libraryTables lists the tables of the library's names in any schema.

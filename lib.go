@@ -137,32 +137,18 @@ type Client struct {
 // open, and the database is as it was, except for migrations that completed
 // before a failing one.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	var cfg config
-	for _, o := range opts {
-		if o == nil {
-			return nil, fmt.Errorf("%w: a nil Option was passed to New", ErrInvalidConfig)
-		}
-		if err := o.apply(&cfg); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-	}
-	if err := cfg.check(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	log := cfg.logger
-	if log == nil {
-		log = slog.Default()
-	}
-	set, err := migrations()
-	if err != nil {
-		return nil, fmt.Errorf("%w: the embedded migrations are unusable: %w", ErrMigration, err)
-	}
+	c, _, err := start(ctx, "New", opts)
+	return c, err
+}
 
-	c, secrets, err := open(&cfg, log)
+// start opens the Client and brings its schema up to date: New, and Migrate.
+func start(ctx context.Context, caller string, opts []Option) (*Client, migrate.Result, error) {
+	c, set, secrets, err := prepare(caller, opts)
 	if err != nil {
-		return nil, err
+		return nil, migrate.Result{}, err
 	}
-	if _, err := set.Up(ctx, c.pool, c.schema, log); err != nil {
+	res, err := set.Up(ctx, c.pool, c.schema, c.log)
+	if err != nil {
 		if ctx.Err() != nil {
 			// Closing waits for the connections the deadline broke, which
 			// pgx ends with a cancel request over a new connection: return
@@ -171,9 +157,35 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		} else {
 			c.Close()
 		}
-		return nil, redact.Error(startError(err), secrets...)
+		return nil, res, redact.Error(startError(err), secrets...)
 	}
-	return c, nil
+	return c, res, nil
+}
+
+// prepare checks the options and builds the Client around its pool. It
+// connects to nothing yet. secrets are what errors must not show.
+func prepare(caller string, opts []Option) (c *Client, set *migrate.Migrations, secrets []string, err error) {
+	var cfg config
+	for _, o := range opts {
+		if o == nil {
+			return nil, nil, nil, fmt.Errorf("%w: a nil Option was passed to %s", ErrInvalidConfig, caller)
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
+	if err := cfg.check(); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	log := cfg.logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if set, err = migrations(); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: the embedded migrations are unusable: %w", ErrMigration, err)
+	}
+	c, secrets, err = open(&cfg, log)
+	return c, set, secrets, err
 }
 
 // startError gives an error of the migrations the sentinels it matches; all

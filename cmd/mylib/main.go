@@ -1,189 +1,114 @@
-// Command mylib runs the library end to end: standalone on its own pool, then
-// embedded twice on one host pool in two schemas, and prints what happened:
-// schemas, version tables, rows, connections used.
+// Command mylib operates the library from outside an application: a deploy
+// step migrates a schema with its owner's role, an operator sees where a
+// schema stands or the SQL it would get, a runtime role is given what the
+// application needs and nothing more. With no command it runs the demo.
 //
-// With no -dsn (and no DATABASE_URL) it starts a throwaway PostgreSQL server
-// from the locally installed binaries and stops it at the end.
+//	mylib migrate [-dsn DSN] [-schema NAME]            bring the schema up to date, print what was applied
+//	mylib status  [-dsn DSN] [-schema NAME] [-json]    one line per migration file: applied, pending or changed
+//	mylib sql     [-schema NAME] [-from VERSION]       print a psql script for the files above VERSION
+//	mylib grant   [-dsn DSN] [-schema NAME] -role ROLE give ROLE what the library needs at run time
+//	mylib demo    [-dsn DSN]                           run the library end to end (a throwaway server without -dsn)
 //
-//	go run ./cmd/mylib                       # throwaway server
-//	go run ./cmd/mylib -dsn postgres://...   # your server: creates schemas mylib, tenant_a, tenant_b
+// -dsn defaults to $DATABASE_URL, -schema to the library's default schema.
+// Exit codes: 0 done, or up to date; 1 an error; 2 bad usage; 3 (status)
+// migrations are pending; 4 (status) refused: an applied file changed, a
+// file is numbered below the applied version, or an applied version has no
+// file. status and sql change nothing in the database and take no lock.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"time"
+	"os/signal"
+	"strings"
+	"syscall"
+)
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/pgdual/mylib"
-	"github.com/pgdual/mylib/internal/pgtemp"
+// Exit codes, for deploy gates.
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitUsage   = 2
+	exitPending = 3
+	exitRefused = 4
 )
 
 func main() {
-	dsn := flag.String("dsn", os.Getenv("DATABASE_URL"), "PostgreSQL DSN; empty starts a throwaway server")
-	verbose := flag.Bool("v", false, "show the library's log lines")
-	flag.Parse()
-	if err := run(context.Background(), os.Stdout, *dsn, *verbose); err != nil {
-		fmt.Fprintln(os.Stderr, "mylib:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// tenant is the host's Manager: its pool and the schema it lends.
-type tenant struct {
-	pool   *pgxpool.Pool
-	schema string
+// command is a subcommand: its flags are defined by flags, and do runs it.
+type command struct {
+	name, usage, summary string
+	flags                func(fs *flag.FlagSet) func(ctx context.Context, out, errOut io.Writer) int
 }
 
-func (t tenant) Pool() *pgxpool.Pool { return t.pool }
-func (t tenant) Schema() string      { return t.schema }
+var commands = []command{
+	{"migrate", "[-dsn DSN] [-schema NAME]", "bring the schema up to date (what New does), print what was applied", migrateCmd},
+	{"status", "[-dsn DSN] [-schema NAME] [-json]", "one line per migration file: version, file, applied | pending | changed, when applied", statusCmd},
+	{"sql", "[-schema NAME] [-from VERSION]", "print a psql script for the files above VERSION (default 0)", sqlCmd},
+	{"grant", "[-dsn DSN] [-schema NAME] -role ROLE", "give ROLE what the library needs at run time, print the statements", grantCmd},
+	{"demo", "[-dsn DSN] [-v]", "run the library end to end (on a throwaway server without -dsn)", demoCmd},
+}
 
-func run(ctx context.Context, out io.Writer, dsn string, verbose bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	logOut := io.Discard
-	if verbose {
-		logOut = os.Stderr
+// run runs the command line args and returns the exit code.
+func run(ctx context.Context, args []string, out, errOut io.Writer) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		usage(errOut)
+		return exitOK
 	}
-	log := slog.New(slog.NewTextHandler(logOut, nil))
-
-	if dsn == "" {
-		start := time.Now()
-		srv, err := pgtemp.Start(ctx)
-		if err != nil {
-			return fmt.Errorf("no -dsn given and no throwaway server could start: %w", err)
+	name := "demo" // also what the command alone runs, flags included
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	for _, c := range commands {
+		if c.name != name {
+			continue
 		}
-		defer func() {
-			if err := srv.Stop(); err != nil {
-				fmt.Fprintln(out, "stopping the throwaway server:", err)
-			} else {
-				fmt.Fprintln(out, "throwaway server stopped and removed")
+		fs := flag.NewFlagSet(progName+" "+c.name, flag.ContinueOnError)
+		fs.SetOutput(errOut)
+		do := c.flags(fs)
+		fs.Usage = func() {
+			fmt.Fprintf(errOut, "usage: %s %s %s\n\n%s.\n\n", progName, c.name, c.usage, c.summary)
+			fs.PrintDefaults()
+			fmt.Fprintf(errOut, "\n%s\n", exitCodes)
+		}
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
 			}
-		}()
-		dsn = srv.DSN()
-		fmt.Fprintf(out, "throwaway PostgreSQL started in %s (socket in %s)\n", time.Since(start).Round(time.Millisecond), srv.SocketDir())
-	}
-
-	fmt.Fprintln(out, "\n== standalone: the library owns its pool")
-	start := time.Now()
-	alone, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithLogger(log), mylib.WithPoolConfig(func(c *pgxpool.Config) {
-		c.ConnConfig.RuntimeParams["application_name"] = "mylib-standalone"
-	}))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "New migrated schema %q in %s\n", alone.Schema(), time.Since(start).Round(time.Millisecond))
-	if err := workload(ctx, out, alone, "standalone"); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(out, "\n== embedded: two tenants share one host pool")
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return err
-	}
-	cfg.MaxConns = 4
-	cfg.ConnConfig.RuntimeParams["application_name"] = "mylib-host"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	var tenants []*mylib.Client
-	for _, schema := range []string{"tenant_a", "tenant_b"} {
-		start := time.Now()
-		c, err := mylib.New(ctx, mylib.WithManager(tenant{pool, schema}), mylib.WithLogger(log))
-		if err != nil {
-			return err
+			return exitUsage
 		}
-		defer c.Close()
-		fmt.Fprintf(out, "New migrated schema %q on the host pool in %s\n", c.Schema(), time.Since(start).Round(time.Millisecond))
-		tenants = append(tenants, c)
+		if fs.NArg() > 0 {
+			fmt.Fprintf(errOut, "%s %s: unexpected argument %q\n", progName, c.name, fs.Arg(0))
+			fs.Usage()
+			return exitUsage
+		}
+		return do(ctx, out, errOut)
 	}
-	if err := workload(ctx, out, tenants[0], "tenant_a"); err != nil {
-		return err
-	}
-	n, err := tenants[1].Count(ctx, "order:1")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "tenant_b sees %d events of order:1 (tenant_a wrote them: schemas are isolated)\n", n)
-
-	fmt.Fprintln(out, "\n== what is in the database")
-	if err := report(ctx, out, pool); err != nil {
-		return err
-	}
-
-	alone.Close()
-	for _, c := range tenants {
-		c.Close()
-	}
-	var one int
-	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("the host pool should outlive the clients: %w", err)
-	}
-	fmt.Fprintln(out, "\nclients closed: the standalone pool is closed, the host pool still answers")
-	return nil
+	fmt.Fprintf(errOut, "%s: unknown command %q\n\n", progName, name)
+	usage(errOut)
+	return exitUsage
 }
 
-// workload records a few events and reads them back.
-func workload(ctx context.Context, out io.Writer, c *mylib.Client, who string) error {
-	for i, action := range []string{"create", "pay", "ship"} {
-		if _, err := c.Record(ctx, mylib.Event{Actor: who, Action: action, Subject: "order:1", Data: []byte(fmt.Sprintf(`{"step": %d}`, i+1))}); err != nil {
-			return err
-		}
-	}
-	page, err := c.List(ctx, "order:1", 2, nil)
-	if err != nil {
-		return err
-	}
-	rest, err := c.List(ctx, "order:1", 2, page.Next)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "recorded 3 events of order:1 in %q; newest first, pages of 2:", c.Schema())
-	for _, ev := range append(page.Events, rest.Events...) {
-		fmt.Fprintf(out, " %s", ev.Action)
-	}
-	fmt.Fprintln(out)
-	return nil
-}
+// progName is the command's name: the library's.
+const progName = "mylib"
 
-// report prints each schema's version table and rows, and the connections used.
-func report(ctx context.Context, out io.Writer, pool *pgxpool.Pool) error {
-	for _, schema := range []string{mylib.DefaultSchema, "tenant_a", "tenant_b"} {
-		var versions []int64
-		var events int
-		err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT
-	(SELECT array_agg(version_id ORDER BY version_id) FROM %s WHERE version_id > 0 AND is_applied),
-	(SELECT count(*) FROM %s)`,
-			pgx.Identifier{schema, "mylib_goose_db_version"}.Sanitize(), pgx.Identifier{schema, "events"}.Sanitize())).Scan(&versions, &events)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "schema %-9s version table %s.mylib_goose_db_version: versions %v; events: %d\n", schema, schema, versions, events)
+const exitCodes = `exit codes: 0 done or up to date; 1 error; 2 bad usage; 3 (status) migrations pending;
+4 (status) refused: an applied file changed, a file out of order, or an applied version with no file`
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s <command> [flags]\n\n", progName)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s %-8s %s\n      %s\n", progName, c.name, c.usage, c.summary)
 	}
-	rows, err := pool.Query(ctx, `SELECT application_name, count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND application_name LIKE 'mylib-%' GROUP BY 1 ORDER BY 1`)
-	if err != nil {
-		return err
-	}
-	counts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-		App string
-		N   int
-	}])
-	if err != nil {
-		return err
-	}
-	for _, c := range counts {
-		fmt.Fprintf(out, "connections open by %s: %d\n", c.App, c.N)
-	}
-	fmt.Fprintln(out, "(mylib-host: ONE pool of at most 4 connections serves both tenants)")
-	return nil
+	fmt.Fprintf(w, "\n-dsn defaults to $DATABASE_URL; -schema to %q. Run %s <command> -h for a command's flags.\n%s\n",
+		defaultSchema, progName, exitCodes)
 }

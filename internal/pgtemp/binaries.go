@@ -132,3 +132,23 @@ func sortNewestFirst(dirs []string) {
 		return slices.Compare(vb, va)
 	})
 }
+
+// Program returns the path of one of PostgreSQL's client programs (psql,
+// pg_dump...) beside the server binaries pgtemp would start, else on PATH.
+// The error matches ErrNoBinaries when there is none.
+func Program(name string) (string, error) {
+	if b, err := findBinaries(); err == nil {
+		if path := filepath.Join(b.dir, executable(name)); isExecutable(path) {
+			return path, nil
+		}
+	}
+	if path, err := exec.LookPath(executable(name)); err == nil {
+		return path, nil
+	}
+	return "", &noBinariesError{msg: fmt.Sprintf("pgtemp: no %s beside the server binaries or on PATH: install PostgreSQL's client programs (apt-get install postgresql-client)", name)}
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir() && (runtime.GOOS == "windows" || fi.Mode().Perm()&0o111 != 0)
+}

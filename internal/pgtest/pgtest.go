@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgdual/mylib/internal/pgtemp"
@@ -197,4 +198,31 @@ func unavailable(t testing.TB, msg string) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// Role creates a login role for this test, with the password "pw", and drops it (and what it owns) when the
+// test ends. Roles belong to the server, not to a database, so its name is dsn's database name and suffix.
+// It returns the role's name and dsn with that role as the user.
+func Role(t testing.TB, dsn, suffix string) (role, roleDSN string) {
+	t.Helper()
+	admin := Pool(t, dsn)
+	var db string
+	if err := admin.QueryRow(t.Context(), "SELECT current_database()").Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	role = db + "_" + suffix
+	quoted := pgx.Identifier{role}.Sanitize()
+	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quoted+" LOGIN PASSWORD 'pw'"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+		defer cancel()
+		for _, sql := range []string{"DROP OWNED BY " + quoted + " CASCADE", "DROP ROLE IF EXISTS " + quoted} {
+			if _, err := admin.Exec(ctx, sql); err != nil {
+				t.Errorf("pgtest: Role: %s: %v", sql, err)
+			}
+		}
+	})
+	return role, SetParam(SetParam(dsn, "user", role), "password", "pw")
 }

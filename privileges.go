@@ -1,0 +1,20 @@
+package mylib
+
+// tablePrivileges are privileges on one of the library's tables.
+type tablePrivileges struct {
+	table      string
+	privileges []string
+}
+
+// runtimePrivileges are the privileges the library's methods need at run
+// time, table by table: what Grants gives a runtime role, and no more. They
+// belong to the example domain (audit.go): a library made from this template
+// lists its own. TestGrants_RuntimeRoleNeedsEveryGrantAndNoMore runs every
+// method as a role with exactly these, and checks that each one is needed.
+//
+//   - events: List and Count read them, Record writes them, Purge deletes them;
+//   - subjects: Record finds or adds the subject, List and Count look it up.
+var runtimePrivileges = []tablePrivileges{
+	{"events", []string{"SELECT", "INSERT", "DELETE"}},
+	{"subjects", []string{"SELECT", "INSERT"}},
+}
