@@ -240,4 +240,3 @@ func demoCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 		return exitOK
 	}
 }
-
