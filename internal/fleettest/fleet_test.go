@@ -237,25 +237,29 @@ func TestFleet_EightProcessesOfFourClientsMigrateOnce(t *testing.T) {
 	}
 }
 
-// Processes that each migrate a schema of their own behind a PgBouncer
-// server pool of 2: each migrator needs one server connection at a time, so
+// Processes that each migrate a schema of their own behind a small PgBouncer
+// server pool: each migrator needs one server connection at a time, so
 // however many hold a lock at once, none waits for a second connection that
 // the others hold. The members give up after 30 s; they finish in a few.
-func TestFleet_EightProcessesOnTheirOwnSchemasBehindAServerPoolOfTwo(t *testing.T) {
+func TestFleet_EightProcessesOnTheirOwnSchemasBehindASmallServerPool(t *testing.T) {
 	const procs, clients = 8, 4
-	dsn := pgtest.DSN(t)
-	reach := viaBouncer(t, dsn, pgtest.BouncerPoolSize(2))
-	watch := pgtest.Pool(t, dsn)
-	schema := func(i int) string { return fmt.Sprintf("tenant_%d", i) }
+	for _, size := range []int{1, 2} {
+		t.Run(fmt.Sprintf("server pool of %d", size), func(t *testing.T) {
+			dsn := pgtest.DSN(t)
+			reach := viaBouncer(t, dsn, pgtest.BouncerPoolSize(size))
+			watch := pgtest.Pool(t, dsn)
+			schema := func(i int) string { return fmt.Sprintf("tenant_%d", i) }
 
-	fleet := runFleetOn(t, reach, schema, procs, clients)
-	require.Empty(t, fleet.errors, "every Client of the fleet should open")
-	t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of 2: %v (slowest New %v)",
-		procs, clients, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
-	for i := range procs {
-		migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t))
+			fleet := runFleetOn(t, reach, schema, procs, clients)
+			require.Empty(t, fleet.errors, "every Client of the fleet should open")
+			t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of %d: %v (slowest New %v)",
+				procs, clients, size, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
+			for i := range procs {
+				migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t))
+			}
+			require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
+		})
 	}
-	require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
 }
 
 func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {

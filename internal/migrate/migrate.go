@@ -177,8 +177,9 @@ type Result struct {
 }
 
 // Up brings schema up to date: it creates the schema when missing and applies
-// pending files, each in its own savepoint of one transaction that holds the
-// migration lock (files marked NO TRANSACTION run outside it). Several
+// pending files, each in a transaction of its own that holds the migration
+// lock (files marked NO TRANSACTION run outside it, under the lock held by a
+// transaction on another connection). Several
 // processes may call it at once on one schema: one migrates, the others wait
 // without holding a connection and then find nothing to do. It holds at most
 // one connection of the pool at a time, except while a NO TRANSACTION file
