@@ -328,3 +328,43 @@ func TestChecksum_IgnoresLineEndingsAndTrailingSpace(t *testing.T) {
 	require.NotEqual(t, base, checksum([]byte("-- +goose Up\nCREATE TABLE t (id bigint);\n")))
 	require.NotEqual(t, base, checksum([]byte("-- +goose Up\n CREATE TABLE t (id int);\n")), "leading space is content")
 }
+
+// A file marked NO TRANSACTION runs on a second connection while the first
+// holds the lock. When the lock's connection is lost meanwhile, the second
+// notices only when it records the version: the fence refuses, and the error
+// is a lost lock, not a failed file.
+func TestUp_LockLostWhileANoTransactionFileRunsIsALostLock(t *testing.T) {
+	t.Parallel()
+	r := newRun(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
+	m, err := Load(module, fstest.MapFS{
+		"00001_a.sql":    sqlFile("a"),
+		"00002_slow.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE TABLE IF NOT EXISTS {{tables.b}} (id int);\nSELECT pg_sleep(1);\n")},
+	})
+	require.NoError(t, err)
+	result := make(chan error, 1)
+	go func() {
+		_, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
+		result <- err
+	}()
+	watch := pgtest.Pool(t, pgtest.ConnDSN(r.pool.Config().ConnString(), ""))
+	var holder int32
+	require.Eventually(t, func() bool {
+		err := watch.QueryRow(context.Background(), `SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.query LIKE 'SELECT pg_sleep(1)%' AND a.state = 'active' AND a.pid <> l.pid)`).Scan(&holder)
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the file should run on a second connection while the first holds the lock")
+	_, err = watch.Exec(context.Background(), "SELECT pg_terminate_backend($1)", holder)
+	require.NoError(t, err)
+
+	err = <-result
+	require.ErrorIs(t, err, ErrLockLost)
+	require.ErrorIs(t, err, ErrRetryable)
+	require.NotErrorIs(t, err, ErrFailed)
+	require.ErrorContains(t, err, "its version was not recorded, so the next start runs it again")
+	require.Equal(t, []int64{1}, r.versions(), "the fence kept the version out")
+
+	res, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
+	require.NoError(t, err, "starting again runs the file again")
+	require.Equal(t, []string{"00002_slow.sql"}, res.Applied)
+	require.Equal(t, []int64{1, 2}, r.versions())
+}

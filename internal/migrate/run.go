@@ -250,6 +250,10 @@ func (r *holder) fileError(ctx context.Context, conn *pgconn.PgConn, f *file, ca
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w; %s: give it a longer deadline and start again", interrupted(ctx, doing), kept)
+	case f.noTx && errors.Is(cause, errFenced):
+		return newError(ctx, nil, r.m.lockedFault(ctx, r.h, conn, cause, doing),
+			"%v; the file is marked NO TRANSACTION: its statements ran, but its version was not recorded, so the next start runs it again (write such files to be safe to run twice: IF NOT EXISTS)",
+			r.m.lockedFault(ctx, r.h, conn, cause, doing))
 	case r.h.pg().IsClosed() || errors.Is(cause, errFenced):
 		return r.m.lockedFault(ctx, r.h, conn, cause, doing)
 	}
