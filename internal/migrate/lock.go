@@ -47,6 +47,9 @@ type lock struct {
 	// statement of its own after the lock is taken, so that it sees what
 	// the previous holder committed; held.probe is its answer.
 	probe string
+	// check is the fast path's query: a waiter runs it with the ROLLBACK
+	// of a failed attempt, and stops waiting when done says it may.
+	check string
 }
 
 // lockKey derives the advisory lock key from the module name and the schema, so
@@ -89,10 +92,11 @@ type held struct {
 func (h *held) pg() *pgconn.PgConn { return h.conn.Conn().PgConn() }
 
 // acquire takes the lock, waiting as long as ctx allows. Each attempt is one
-// round trip; a failed attempt rolls back and returns its connection, then
-// asks done whether the holder has already finished the work: if so acquire
+// round trip; a failed attempt rolls back, runs the check query in the same
+// round trip and returns its connection, and done says from the check's
+// answer whether the holder has already finished the work: if so acquire
 // returns (nil, nil) without the lock, else it sleeps and tries again.
-func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, error)) (*held, error) {
+func (l lock) acquire(ctx context.Context, done func(state) (bool, error)) (*held, error) {
 	connector := stdlib.GetPoolConnector(l.pool)
 	wait := backoffFirst
 	for {
@@ -101,10 +105,10 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 			return nil, l.fail(ctx, nil, err, "getting a connection for the migration lock")
 		}
 		h := &held{lock: l, conn: dc.(*stdlib.Conn)}
-		results, err := h.pg().Exec(ctx, l.attempt(h.pg())).ReadAll()
+		results, err := h.pg().Exec(ctx, l.attempt(h.pg(), "")).ReadAll()
 		got := false
 		if err == nil {
-			got, err = h.parse(results)
+			got, _, err = h.parse(results, false)
 		}
 		if err != nil {
 			_ = h.conn.Close() // the pool closes a connection left mid-transaction
@@ -113,17 +117,51 @@ func (l lock) acquire(ctx context.Context, done func(context.Context) (bool, err
 		if got {
 			return h, nil
 		}
-		if err := h.release(ctx); err != nil {
-			return nil, l.fail(ctx, h.pg(), err, "leaving a migration lock attempt")
+		results, err = h.pg().Exec(ctx, "ROLLBACK; "+l.check).ReadAll()
+		if len(results) == 0 || results[0].Err != nil || h.pg().IsClosed() {
+			ferr := l.fail(ctx, h.pg(), err, "leaving a migration lock attempt")
+			_ = h.conn.Close()
+			return nil, ferr
 		}
-		if ok, err := done(ctx); ok || err != nil {
-			return nil, err
+		_ = h.conn.Close()
+		// An error of the check is the holder not done yet (a table not
+		// there), or a passing one: the next attempt tells.
+		if err == nil {
+			if st, perr := stateOf(results[len(results)-1]); perr == nil {
+				if ok, err := done(st); ok || err != nil {
+					return nil, err
+				}
+			}
 		}
 		if err := sleep(ctx, rand.N(wait)+time.Millisecond); err != nil {
 			return nil, interrupted(ctx, "waiting for the migration lock")
 		}
 		wait = min(wait*2, backoffMax)
 	}
+}
+
+// stateOf reads the rows of a state query (version, checksum) sent in the
+// simple protocol, as text.
+func stateOf(res *pgconn.Result) (state, error) {
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	st := make(state, len(res.Rows))
+	for _, row := range res.Rows {
+		if len(row) != 2 {
+			return nil, fmt.Errorf("unexpected reply to a state query: %d columns", len(row))
+		}
+		v, err := strconv.ParseInt(string(row[0]), 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		sum, err := strconv.ParseInt(string(row[1]), 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		st[v] = sum
+	}
+	return st, nil
 }
 
 func (l lock) fail(ctx context.Context, conn *pgconn.PgConn, err error, doing string) error {
@@ -148,18 +186,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// attempt is the statement of one attempt. The key is a number we computed,
-// so it can be inlined, which lets BEGIN, the settings, the attempt and the
-// probe travel in one simple-protocol round trip. READ COMMITTED whatever the
-// host's default, so each statement sees what other sessions committed. A
-// host's idle_in_transaction_session_timeout (and, from PostgreSQL 17,
-// transaction_timeout) is set off for this transaction only: it idles while a
-// NO TRANSACTION file runs on another connection. From PostgreSQL 14, the
-// server checks every second that the client is still there while a
-// statement runs, so a killed migrator's lock goes within a second rather
-// than when its statement ends. statement_timeout and lock_timeout stay as
-// the host set them.
-func (l lock) attempt(pg *pgconn.PgConn) string {
+// attempt is the statement of one attempt, followed by then, if not empty.
+// The key is a number we computed, so it can be inlined, which lets BEGIN,
+// the settings, the attempt and the probe travel in one simple-protocol round
+// trip. READ COMMITTED whatever the host's default, so each statement sees
+// what other sessions committed. A host's idle_in_transaction_session_timeout
+// (and, from PostgreSQL 17, transaction_timeout) is set off for this
+// transaction only: it idles while a NO TRANSACTION file runs on another
+// connection. From PostgreSQL 14, the server checks every second that the
+// client is still there while a statement runs, so a killed migrator's lock
+// goes within a second rather than when its statement ends. statement_timeout
+// and lock_timeout stay as the host set them.
+func (l lock) attempt(pg *pgconn.PgConn, then string) string {
 	off := "SET LOCAL idle_in_transaction_session_timeout = 0; "
 	major, _, _ := strings.Cut(pg.ParameterStatus("server_version"), ".")
 	if atoiOr0(major) >= 14 {
@@ -168,29 +206,40 @@ func (l lock) attempt(pg *pgconn.PgConn) string {
 	if atoiOr0(major) >= 17 {
 		off += "SET LOCAL transaction_timeout = 0; "
 	}
-	return "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
+	sql := "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
 		"SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_catalog.pg_backend_pid(); " + l.probe
+	if then != "" {
+		sql += "; " + then
+	}
+	return sql
 }
 
-// parse reads the replies to attempt, the last two of results, and reports
-// whether the lock was taken.
-func (h *held) parse(results []*pgconn.Result) (bool, error) {
+// parse reads the replies to attempt at the end of results (with then's
+// after them when withThen) and reports whether the lock was taken, and
+// then's reply.
+func (h *held) parse(results []*pgconn.Result, withThen bool) (got bool, then *pgconn.Result, err error) {
+	if withThen {
+		if len(results) == 0 {
+			return false, nil, errors.New("no reply to the migration lock attempt")
+		}
+		then, results = results[len(results)-1], results[:len(results)-1]
+	}
 	if len(results) < 2 {
-		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d results", len(results))
+		return false, nil, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d results", len(results))
 	}
 	attempt, probe := results[len(results)-2], results[len(results)-1]
 	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) != 2 || len(probe.Rows) != 1 {
-		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(attempt.Rows))
+		return false, nil, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(attempt.Rows))
 	}
 	pid, err := strconv.ParseInt(string(attempt.Rows[0][1]), 10, 32)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	h.pid, h.probe = int32(pid), make([]string, len(probe.Rows[0]))
 	for i, v := range probe.Rows[0] {
 		h.probe[i] = string(v)
 	}
-	return string(attempt.Rows[0][0]) == "t", nil
+	return string(attempt.Rows[0][0]) == "t", then, nil
 }
 
 func atoiOr0(s string) int {
@@ -199,17 +248,18 @@ func atoiOr0(s string) int {
 }
 
 // commit runs last (if not empty) in the lock's transaction and commits it,
-// within ctx; with relock, it then begins the next transaction and attempts
-// the lock again, in the same round trip. committed is false when the
-// transaction certainly did not commit, and also when the reply to COMMIT
-// was lost (then err says so and the connection is closed).
-func (h *held) commit(ctx context.Context, last string, relock bool) (committed, got bool, err error) {
+// within ctx; with relock, it then begins the next transaction, attempts the
+// lock again and runs then (a query whose reply it returns), in the same
+// round trip. committed is false when the transaction certainly did not
+// commit, and also when the reply to COMMIT was lost (then err says so and
+// the connection is closed).
+func (h *held) commit(ctx context.Context, last string, relock bool, then string) (committed, got bool, thenReply *pgconn.Result, err error) {
 	sql := "COMMIT"
 	if last != "" {
 		sql = last + "; COMMIT"
 	}
 	if relock {
-		sql += "; " + h.lock.attempt(h.pg())
+		sql += "; " + h.lock.attempt(h.pg(), then)
 	}
 	results, err := h.pg().Exec(ctx, sql).ReadAll()
 	for _, r := range results {
@@ -223,10 +273,10 @@ func (h *held) commit(ctx context.Context, last string, relock bool) (committed,
 		}
 	}
 	if err != nil || !relock {
-		return committed, false, err
+		return committed, false, nil, err
 	}
-	got, err = h.parse(results)
-	return committed, got, err
+	got, thenReply, err = h.parse(results, then != "")
+	return committed, got, thenReply, err
 }
 
 // release ends the lock's transaction, if one is open, and returns the

@@ -49,6 +49,7 @@ type schemaFiles struct {
 	stateSQL        string
 	probeSQL        string
 	createSchemaSQL string
+	versionsSQL     string // goose's own CREATE TABLE for its version table
 	sumsSQL         string
 	recordSQL       string
 }
@@ -100,6 +101,10 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	if err != nil {
 		return nil, err
 	}
+	versionsDDL, err := gooseVersionTableDDL(schema + "." + m.versionTable)
+	if err != nil {
+		return nil, err
+	}
 	versions := pgx.Identifier{schema, m.versionTable}.Sanitize()
 	sums := pgx.Identifier{schema, m.sumTable}.Sanitize()
 	names := make([]string, 0, len(m.tables)+2)
@@ -128,6 +133,7 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	pg_catalog.current_setting('statement_timeout')
 FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = ` + quoteLiteral(schema),
 		createSchemaSQL: `CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize(),
+		versionsSQL:     versionsDDL,
 		// Fixed-width columns only: no TOAST table, so it is cheap to create.
 		sumsSQL: `CREATE TABLE ` + sums + ` (
 	version_id bigint PRIMARY KEY,

@@ -346,11 +346,13 @@ func TestUp_LockLostWhileANoTransactionFileRunsIsALostLock(t *testing.T) {
 		_, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
 		result <- err
 	}()
-	watch := pgtest.Pool(t, pgtest.ConnDSN(r.pool.Config().ConnString(), ""))
+	watch := pgtest.Pool(t, r.pool.Config().ConnString())
 	var holder int32
 	require.Eventually(t, func() bool {
 		err := watch.QueryRow(context.Background(), `SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
-AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.query LIKE 'SELECT pg_sleep(1)%' AND a.state = 'active' AND a.pid <> l.pid)`).Scan(&holder)
+AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = current_database()
+	AND a.query LIKE 'SELECT pg_sleep(1)%' AND a.state = 'active' AND a.pid <> l.pid)`).Scan(&holder)
 		return err == nil
 	}, 10*time.Second, 5*time.Millisecond, "the file should run on a second connection while the first holds the lock")
 	_, err = watch.Exec(context.Background(), "SELECT pg_terminate_backend($1)", holder)

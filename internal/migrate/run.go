@@ -15,25 +15,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/database"
 )
 
 // upLocked migrates under the lock. fast is the plan the fast path made, for
 // messages when this session turns out unable to migrate.
 func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles, fast plan, log *slog.Logger) (Result, error) {
 	start := time.Now()
-	l := lock{pool: pool, key: lockKey(m.module, sf.schema), probe: sf.probeSQL}
+	l := lock{pool: pool, key: lockKey(m.module, sf.schema), probe: sf.probeSQL, check: sf.fastSQL}
 	var res Result
 	for {
 		// While another migrator holds the lock, a waiter looks between
 		// attempts whether it is done (the fast path's query), and leaves
 		// without taking the lock when it is.
 		var p plan
-		h, err := l.acquire(ctx, func(ctx context.Context) (bool, error) {
-			st, err := m.query(ctx, pool, sf.fastSQL)
-			if err != nil {
-				return false, nil // not there yet, or a passing error: the next attempt tells
-			}
+		h, err := l.acquire(ctx, func(st state) (bool, error) {
+			var err error
 			p, err = m.plan(st, sf.schema)
 			return err == nil && p.upToDate(), err
 		})
@@ -83,6 +79,7 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 	db := pinnedDB(r.h.conn, true)
 	defer db.Close()
 	defer func() { _ = r.h.release(ctx) }() // rolls back what is not committed
+	var st state // known when the lock was taken again with it
 	for {
 		if r.pre, err = parseProbe(r.h.probe); err != nil {
 			return false, err
@@ -90,13 +87,14 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 		if err := r.m.refuse(ctx, r.sf, r.pre, r.fast); err != nil {
 			return false, err
 		}
-		created, err := r.prepare(ctx, db, r.pre)
+		created, err := r.prepare(ctx, r.pre)
 		if err != nil {
 			return false, err
 		}
-		st, err := r.m.query(ctx, r.h.conn.Conn(), r.sf.stateSQL)
-		if err != nil {
-			return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("reading the migration state of schema %q", r.sf.schema))
+		if st == nil || created {
+			if st, err = r.m.query(ctx, r.h.conn.Conn(), r.sf.stateSQL); err != nil {
+				return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("reading the migration state of schema %q", r.sf.schema))
+			}
 		}
 		if r.plan, err = r.m.plan(st, r.sf.schema); err != nil {
 			return false, err
@@ -104,7 +102,7 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 		r.res.Version = max(r.res.Version, r.plan.version)
 		if len(r.plan.pending) == 0 {
 			// Record the checksums of files applied without them.
-			_, _, err := r.h.commit(ctx, r.sf.recordSQL, false)
+			_, _, _, err := r.h.commit(ctx, r.sf.recordSQL, false, "")
 			return false, r.commitError(ctx, err, nil, false)
 		}
 		f := r.m.byVersion[r.plan.pending[0]]
@@ -126,7 +124,8 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 			applied = f
 		}
 		last := applied != nil && len(r.plan.pending) == 1
-		committed, got, err := r.h.commit(ctx, r.sf.recordSQL, !last)
+		// The next transaction reads the state with its lock attempt.
+		committed, got, reply, err := r.h.commit(ctx, r.sf.recordSQL, !last, r.sf.stateSQL)
 		if committed && applied != nil {
 			r.res.Applied = append(r.res.Applied, applied.name)
 			r.res.Version = max(r.res.Version, applied.version)
@@ -140,39 +139,33 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 		if !got {
 			return true, nil // another migrator took the lock between two files: wait like the others
 		}
+		if st, err = stateOf(reply); err != nil {
+			return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("reading the migration state of schema %q", r.sf.schema))
+		}
 	}
 }
 
-// prepare creates what is missing of the schema, goose's version table and
-// the checksum table, in the lock's transaction. It reports whether it
-// created anything.
-func (r *holder) prepare(ctx context.Context, db *sql.DB, pre probe) (created bool, err error) {
+// prepare creates what is missing of the schema, goose's version table (as
+// goose makes it, with its first row) and the checksum table, in the lock's
+// transaction and in one round trip. It reports whether it created anything.
+func (r *holder) prepare(ctx context.Context, pre probe) (created bool, err error) {
+	var create []string
 	if !pre.schemaExists {
-		if _, err := r.h.conn.Conn().Exec(ctx, r.sf.createSchemaSQL); err != nil {
-			return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("creating schema %q", r.sf.schema))
-		}
-		created = true
+		create = append(create, r.sf.createSchemaSQL)
 	}
 	if !slices.Contains(pre.existing, r.m.versionTable) {
-		store, err := database.NewStore(database.DialectPostgres, r.sf.versionTable)
-		if err == nil {
-			err = store.CreateVersionTable(ctx, db)
-		}
-		if err == nil {
-			err = store.Insert(ctx, db, database.InsertRequest{Version: 0})
-		}
-		if err != nil {
-			return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("creating the version table %s", r.sf.versionTable))
-		}
-		created = true
+		create = append(create, r.sf.versionsSQL, "INSERT INTO "+r.sf.versionTable+" (version_id, is_applied) VALUES (0, true)")
 	}
 	if !slices.Contains(pre.existing, r.m.sumTable) {
-		if _, err := r.h.conn.Conn().Exec(ctx, r.sf.sumsSQL); err != nil {
-			return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("creating the checksum table %s.%s", r.sf.schema, r.m.sumTable))
-		}
-		created = true
+		create = append(create, r.sf.sumsSQL)
 	}
-	return created, nil
+	if len(create) == 0 {
+		return false, nil
+	}
+	if _, err := r.h.pg().Exec(ctx, strings.Join(create, ";\n")).ReadAll(); err != nil {
+		return false, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("creating schema %q and the tables that track its migrations", r.sf.schema))
+	}
+	return true, nil
 }
 
 // noTx applies f, marked NO TRANSACTION, on a second connection while the

@@ -32,10 +32,6 @@ func (m *Migrations) Script(schema string, from int64) (string, error) {
 			files = append(files, &m.files[i])
 		}
 	}
-	versionDDL, err := gooseVersionTableDDL(sf.versionTable)
-	if err != nil {
-		return "", err
-	}
 	key := strconv.FormatInt(lockKey(m.module, schema), 10)
 	tag := "$" + m.module + "$"
 	var b strings.Builder
@@ -60,7 +56,7 @@ END %[6]s;
 INSERT INTO %[4]s (version_id, is_applied) SELECT 0, true WHERE NOT EXISTS (SELECT FROM %[4]s);
 %[10]s;
 `, m.module, schema, from, sf.versionTable, m.sumTable, tag, quoteLiteral(schema), sf.createSchemaSQL,
-		strings.Replace(versionDDL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1),
+		strings.Replace(sf.versionsSQL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1),
 		strings.Replace(sf.sumsSQL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
 	for _, f := range files {
 		refuse := fmt.Sprintf(`DO %[1]s BEGIN
