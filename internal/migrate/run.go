@@ -79,7 +79,7 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 	db := pinnedDB(r.h.conn, true)
 	defer db.Close()
 	defer func() { _ = r.h.release(ctx) }() // rolls back what is not committed
-	var st state // known when the lock was taken again with it
+	var st state                            // known when the lock was taken again with it
 	for {
 		if r.pre, err = parseProbe(r.h.probe); err != nil {
 			return false, err
