@@ -79,7 +79,9 @@ func (r *holder) migrate(ctx context.Context) (again bool, err error) {
 	db := pinnedDB(r.h.conn, true)
 	defer db.Close()
 	defer func() { _ = r.h.release(ctx) }() // rolls back what is not committed
-	var st state                            // known when the lock was taken again with it
+	// The state is read under the lock: with the lock's attempt after a
+	// file, else on its own.
+	var st state
 	for {
 		if r.pre, err = parseProbe(r.h.probe); err != nil {
 			return false, err
