@@ -26,11 +26,9 @@ type target struct {
 	verbose     bool
 }
 
-func (t *target) define(fs *flag.FlagSet, withSchema bool) {
+func (t *target) define(fs *flag.FlagSet) {
 	fs.StringVar(&t.dsn, "dsn", "", "PostgreSQL DSN (default $DATABASE_URL)")
-	if withSchema {
-		fs.StringVar(&t.schema, "schema", defaultSchema, "the library's schema")
-	}
+	fs.StringVar(&t.schema, "schema", defaultSchema, "the library's schema")
 	fs.DurationVar(&t.timeout, "timeout", 0, "give up after this long (default: no limit; Ctrl-C stops)")
 	fs.BoolVar(&t.verbose, "v", false, "show the library's log lines")
 }
@@ -77,7 +75,7 @@ func fail(errOut io.Writer, cmd string, err error) int {
 
 func migrateCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
-	t.define(fs, true)
+	t.define(fs)
 	return func(ctx context.Context, out, errOut io.Writer) int {
 		opts, ok := t.options(errOut, "migrate")
 		if !ok {
@@ -99,7 +97,7 @@ func migrateCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) in
 
 func statusCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
-	t.define(fs, true)
+	t.define(fs)
 	asJSON := fs.Bool("json", false, "print JSON: {schema, migrations: [{version, file, state, applied_at, note}], refused}")
 	return func(ctx context.Context, out, errOut io.Writer) int {
 		opts, ok := t.options(errOut, "status")
@@ -183,7 +181,7 @@ func sqlCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 
 func grantCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
-	t.define(fs, true)
+	t.define(fs)
 	role := fs.String("role", "", "the role the application connects as (required)")
 	return func(ctx context.Context, out, errOut io.Writer) int {
 		if *role == "" {
