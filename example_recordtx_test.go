@@ -23,12 +23,12 @@ func ExampleClient_RecordTx() {
 	}
 	defer pool.Close()
 	// tenant is the host's Manager, as in the embedded example.
-	audit, err := mylib.New(ctx, mylib.WithManager(tenant{pool, "example_recordtx"}))
+	history, err := mylib.New(ctx, mylib.WithManager(tenant{pool, "example_recordtx"}))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer audit.Close()
+	defer history.Close()
 
 	// A table of the host's own.
 	if _, err := pool.Exec(ctx, "CREATE TABLE example_accounts (id int PRIMARY KEY, balance int NOT NULL)"); err != nil {
@@ -46,7 +46,7 @@ func ExampleClient_RecordTx() {
 				return err
 			}
 			ev := mylib.Event{Actor: "host", Action: "debit", Subject: "account:7", Data: fmt.Appendf(nil, `{"amount": %d}`, amount)}
-			if _, err := audit.RecordTx(ctx, tx, ev); err != nil {
+			if _, err := history.RecordTx(ctx, tx, ev); err != nil {
 				return err
 			}
 			if amount > 50 {
@@ -63,15 +63,15 @@ func ExampleClient_RecordTx() {
 		fmt.Println(err)
 		return
 	}
-	records, err := audit.Count(ctx, "account:7")
+	records, err := history.Count(ctx, "account:7")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("balance:", balance, "audit records:", records)
+	fmt.Println("balance:", balance, "history records:", records)
 
 	// Leave the database as the example found it.
-	audit.Close()
+	history.Close()
 	if _, err := pool.Exec(ctx, "DROP TABLE example_accounts"); err != nil {
 		fmt.Println(err)
 	}
@@ -81,5 +81,5 @@ func ExampleClient_RecordTx() {
 	// Output:
 	// debit 10: <nil>
 	// debit 500: declined: over the limit
-	// balance: 90 audit records: 1
+	// balance: 90 history records: 1
 }

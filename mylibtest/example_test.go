@@ -30,7 +30,7 @@ func ExampleNew() {
 	t := &testing.T{}
 
 	signup := mylibtest.New(t, pool)
-	billing := mylibtest.New(t, pool)
+	payments := mylibtest.New(t, pool)
 
 	if _, err := signup.Record(ctx, mylib.Event{Actor: "alice", Action: "signup", Subject: "account:42"}); err != nil {
 		fmt.Println(err)
@@ -41,12 +41,12 @@ func ExampleNew() {
 		fmt.Println(err)
 		return
 	}
-	inBilling, err := billing.Count(ctx, "account:42")
+	inBilling, err := payments.Count(ctx, "account:42")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("schemas of their own:", signup.Schema() != billing.Schema(),
+	fmt.Println("schemas of their own:", signup.Schema() != payments.Schema(),
 		strings.HasPrefix(signup.Schema(), mylibtest.SchemaPrefix))
 	fmt.Println("events of account:42 seen by the first:", inSignup)
 	fmt.Println("events of account:42 seen by the second:", inBilling)

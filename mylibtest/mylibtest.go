@@ -4,9 +4,9 @@
 //
 //	func TestSignup(t *testing.T) {
 //		t.Parallel()
-//		audit := mylibtest.New(t, pool) // pool: the host's *pgxpool.Pool for tests
-//		// ... run the host's code with audit, then check what it recorded:
-//		n, err := audit.Count(t.Context(), "account:42")
+//		client := mylibtest.New(t, pool) // pool: the host's *pgxpool.Pool for tests
+//		// ... run the host's code with client, then check what it recorded:
+//		n, err := client.Count(t.Context(), "account:42")
 //		...
 //	}
 //

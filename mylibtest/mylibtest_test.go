@@ -35,8 +35,8 @@ func TestNew_AsAHostUsesIt(t *testing.T) {
 		for _, name := range []string{"signup", "login", "Login twice", "ünïcode/and spaces", strings.Repeat("long", 30)} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				audit := mylibtest.New(t, pool)
-				schema := audit.Schema()
+				client := mylibtest.New(t, pool)
+				schema := client.Schema()
 				mu.Lock()
 				_, dup := seen[schema]
 				seen[schema] = t.Name()
@@ -45,9 +45,9 @@ func TestNew_AsAHostUsesIt(t *testing.T) {
 				require.True(t, strings.HasPrefix(schema, mylibtest.SchemaPrefix), schema)
 
 				// Every test records the same subject, and sees only its own event.
-				_, err := audit.Record(ctx, mylib.Event{Actor: t.Name(), Action: "signup", Subject: "account:42"})
+				_, err := client.Record(ctx, mylib.Event{Actor: t.Name(), Action: "signup", Subject: "account:42"})
 				require.NoError(t, err)
-				page, err := audit.List(ctx, "account:42", 10, nil)
+				page, err := client.List(ctx, "account:42", 10, nil)
 				require.NoError(t, err)
 				require.Len(t, page.Events, 1)
 				require.Equal(t, t.Name(), page.Events[0].Actor)

@@ -6,7 +6,7 @@
 // from the locally installed binaries and stops it at the end.
 //
 //	go run ./cmd/mylib                       # throwaway server
-//	go run ./cmd/mylib -dsn postgres://...   # your server: creates schemas mylib, tenant_a, tenant_b
+//	go run ./cmd/mylib -dsn postgres://...   # your server: creates its default schema, tenant_a and tenant_b
 package main
 
 import (
