@@ -46,8 +46,9 @@
 // Embedded mode needs a pgx pool. A host that talks to PostgreSQL only
 // through database/sql cannot lend one: it opens the library standalone with
 // its DSN, or opens a pgxpool.Pool beside its database/sql code and lends
-// that; pgx's stdlib.OpenDBFromPool gives the database/sql code a *sql.DB on
-// the same pool, so the process still has one pool.
+// that: [github.com/jackc/pgx/v5/stdlib.OpenDBFromPool] gives the
+// database/sql code a *sql.DB on the same pool, so the process still has one
+// pool.
 //
 // # Migrations
 //
@@ -87,7 +88,8 @@
 //
 // # Testing
 //
-// Package mylibtest gives a host's tests a Client in a fresh schema of its
-// own on the host's test pool, dropped when the test ends and safe with
-// t.Parallel(). It does not pull a container runtime into the host's build.
+// Package [github.com/pgdual/mylib/mylibtest] gives a host's tests a Client in
+// a fresh schema of its own on the host's test pool, dropped when the test
+// ends and safe with t.Parallel(). It brings no container runtime into the
+// host's build: the host's tests bring the database.
 package mylib
