@@ -98,7 +98,7 @@ func mallocs() uint64 {
 
 // BenchmarkOverhead: the domain's hot write and hot read (record an event,
 // list a page of a subject's events) through the library and through the raw
-// pool with the same SQL, names qualified by hand. Target: mylib ≤ 1.05x pgx,
+// pool with the same SQL, names qualified by hand. Target: the library ≤ 1.05x pgx,
 // at most 2 more allocs/op.
 func BenchmarkOverhead(b *testing.B) {
 	ctx := context.Background()
@@ -139,7 +139,7 @@ func BenchmarkOverhead(b *testing.B) {
 		if err != nil || len(events) != limit+1 {
 			b.Fatal(err, len(events))
 		}
-	}}, path{name: "mylib", do: func(b *testing.B, _ any) {
+	}}, path{name: "library", do: func(b *testing.B, _ any) {
 		if _, err := c.Record(ctx, in); err != nil {
 			b.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func BenchmarkWarmStart(b *testing.B) {
 		require.NoError(b, err)
 		require.NoError(b, pool.Ping(ctx))
 		pool.Close()
-	}}, path{name: "mylib", do: func(b *testing.B, _ any) {
+	}}, path{name: "library", do: func(b *testing.B, _ any) {
 		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"))
 		require.NoError(b, err)
 		c.Close()
@@ -197,7 +197,7 @@ func BenchmarkColdStart(b *testing.B) {
 		require.NoError(b, err)
 		_, err = provider.Up(ctx)
 		require.NoError(b, err)
-	}}, path{name: "mylib", prepare: func(b *testing.B) any {
+	}}, path{name: "library", prepare: func(b *testing.B) any {
 		schema := fresh()
 		_, err := pool.Exec(ctx, "CREATE SCHEMA "+schema)
 		require.NoError(b, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgdual/mylib"
@@ -47,8 +48,16 @@ func Example_embedded() {
 		fmt.Println(err)
 		return
 	}
-	inAcme, _ := acme.Count(ctx, "invoice:7")
-	inGlobex, _ := globex.Count(ctx, "invoice:7")
+	inAcme, err := acme.Count(ctx, "invoice:7")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	inGlobex, err := globex.Count(ctx, "invoice:7")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	fmt.Println("invoice:7 events in tenant_acme:", inAcme)
 	fmt.Println("invoice:7 events in tenant_globex:", inGlobex)
 
@@ -57,6 +66,15 @@ func Example_embedded() {
 	var one int
 	err = pool.QueryRow(ctx, "SELECT 1").Scan(&one)
 	fmt.Println("host pool still open:", err == nil)
+
+	// Tenants leave: the host drops their schemas, and with them the
+	// library's tables and version tables.
+	for _, schema := range []string{"tenant_acme", "tenant_globex"} {
+		if _, err := pool.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
 	// Output:
 	// invoice:7 events in tenant_acme: 1
 	// invoice:7 events in tenant_globex: 0

@@ -39,7 +39,12 @@ func Example_standalone() {
 	}
 	fmt.Println("events of account:42:", len(page.Events), "in schema", client.Schema())
 
-	purged, _ := client.Purge(ctx, time.Now().Add(time.Hour))
+	// Retention: delete what is older than a cutoff (here, everything).
+	purged, err := client.Purge(ctx, time.Now().Add(time.Hour))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	fmt.Println("purged:", purged)
 	// Output:
 	// recorded: alice login account:42

@@ -80,7 +80,7 @@ func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
 	t.Parallel()
 	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
-		app := "mylib_fault_" + m.name
+		app := "fault_" + m.name
 		c := mustOpen(t, m, withApp(t, dsn, app), "audit")
 		admin := pgtest.Pool(t, dsn)
 
@@ -134,7 +134,7 @@ func TestClose_UnderLoad(t *testing.T) {
 	t.Parallel()
 	dsn := migratedDSN(t)
 	ctx := context.Background()
-	const app = "mylib_close_load"
+	const app = "close_load"
 	c, err := mylib.New(ctx, mylib.WithDSN(withApp(t, dsn, app)), mylib.WithSchema("audit"))
 	require.NoError(t, err)
 

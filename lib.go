@@ -1,18 +1,3 @@
-// Package mylib is an audit log kept in PostgreSQL, and a template for Go
-// libraries that keep their data there.
-//
-// A library made from it runs in two modes through one code path:
-//
-//   - standalone: New(ctx, WithDSN(dsn)) builds a pool, owns it, and closes it
-//     in Close;
-//   - embedded: New(ctx, WithManager(m)) borrows the host's pool and schema and
-//     never closes the pool. Many libraries, or many tenants of one library,
-//     share one pool, each in its own schema.
-//
-// In both modes New runs the library's embedded goose migrations inside its
-// schema, tracked in the table <schema>.mylib_goose_db_version. Starts on an
-// up-to-date schema cost one query; concurrent starts, across processes and
-// behind PgBouncer in transaction pooling mode, migrate exactly once.
 package mylib
 
 import (
@@ -42,8 +27,10 @@ import (
 // again.
 const moduleName = "mylib"
 
-// DefaultSchema is the schema of a standalone library when WithSchema is not given.
-const DefaultSchema = moduleName
+// DefaultSchema is the schema of a standalone library when WithSchema is not
+// given: the library's name, which is also moduleName (a test keeps the two
+// equal).
+const DefaultSchema = "mylib"
 
 // Errors a caller can branch on with errors.Is. Every error New returns also
 // says what was wrong and what to do; an error matches every sentinel that is
@@ -181,6 +168,8 @@ func prepare(caller string, opts []Option) (c *Client, set *migrate.Migrations, 
 	if log == nil {
 		log = slog.Default()
 	}
+	// Every line says whose it is: several libraries may share one logger.
+	log = log.With(slog.String("library", moduleName))
 	if set, err = migrations(); err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: the embedded migrations are unusable: %w", ErrMigration, err)
 	}

@@ -126,8 +126,8 @@ func TestNew_DefaultSchemaIsTheModuleName(t *testing.T) {
 	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn))
 	require.NoError(t, err)
 	defer c.Close()
-	require.Equal(t, "mylib", c.Schema())
-	require.Len(t, appliedVersions(t, dsn, "mylib"), migrationFiles(t))
+	require.Equal(t, mylib.DefaultSchema, c.Schema())
+	require.Len(t, appliedVersions(t, dsn, mylib.DefaultSchema), migrationFiles(t))
 }
 
 func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
@@ -159,15 +159,15 @@ func TestClose_StandaloneClosesItsPool(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithPoolConfig(func(cfg *pgxpool.Config) {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "mylib_close_test"
+		cfg.ConnConfig.RuntimeParams["application_name"] = "close_test"
 		cfg.MinConns = 2
 	}))
 	require.NoError(t, err)
 	_, err = c.Count(context.Background(), "x")
 	require.NoError(t, err)
-	require.Positive(t, backends(t, dsn, "mylib_close_test"))
+	require.Positive(t, backends(t, dsn, "close_test"))
 	c.Close()
-	require.Eventually(t, func() bool { return backends(t, dsn, "mylib_close_test") == 0 }, 5*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return backends(t, dsn, "close_test") == 0 }, 5*time.Second, 20*time.Millisecond,
 		"the library's own pool is closed")
 }
 
@@ -323,7 +323,7 @@ func migratedDSN(t testing.TB) string {
 		require.NoError(t, err)
 		fmt.Fprintf(h, "%s\x00%s\x00", filepath.Base(f), text)
 	}
-	return pgtest.TemplateDSN(t, fmt.Sprintf("mylib-audit-%x", h.Sum(nil)[:8]), func(ctx context.Context, dsn string) error {
+	return pgtest.TemplateDSN(t, fmt.Sprintf("mylib-migrated-%x", h.Sum(nil)[:8]), func(ctx context.Context, dsn string) error {
 		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler)))
 		if err != nil {
 			return err

@@ -97,3 +97,11 @@ func moduleNameLine(t *testing.T) string {
 	}
 	return "the const moduleName declaration in lib.go"
 }
+
+// TestDefaultSchema_IsTheModuleName: DefaultSchema is written out as a
+// literal so that go doc shows its value, and must say what moduleName says.
+func TestDefaultSchema_IsTheModuleName(t *testing.T) {
+	if DefaultSchema != moduleName {
+		t.Fatalf("DefaultSchema is %q but moduleName is %q: set const DefaultSchema = %q in lib.go", DefaultSchema, moduleName, moduleName)
+	}
+}

@@ -75,8 +75,8 @@ func WithManager(m Manager) Option {
 	})
 }
 
-// WithSchema sets the schema of a standalone library (default: the module
-// name, "mylib"). Schema names are lowercase identifiers matching
+// WithSchema sets the schema of a standalone library (default: DefaultSchema,
+// the library's name). Schema names are lowercase identifiers matching
 // ^[a-z_][a-z0-9_]{0,62}$, not starting with pg_ and not information_schema.
 // With WithManager it is an error: the host's manager decides the schema.
 func WithSchema(name string) Option {
@@ -91,6 +91,9 @@ func WithSchema(name string) Option {
 
 // WithLogger sets where the library logs: migrations applied, a schema newer
 // than the code, a second pool to one database. The default is slog.Default().
+// Every line carries the attribute "library", the library's name (its default
+// schema, DefaultSchema), so that the lines of several libraries sharing one
+// logger can be told apart.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) error {
 		if l == nil {

@@ -105,7 +105,7 @@ func openMember(ctx context.Context, dsn, schema string, hold time.Duration) err
 		c.Close()
 		return nil
 	}
-	set, err := migrate.Load("mylib", fstest.MapFS{"00001_hold.sql": {Data: []byte(
+	set, err := migrate.Load(migratetest.Module, fstest.MapFS{"00001_hold.sql": {Data: []byte(
 		fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}})
 	if err != nil {
 		return err

@@ -258,7 +258,7 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 		files[fmt.Sprintf("%05d_slow.sql", v)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
 			"-- +goose Up\nCREATE TABLE {{tables.t%d}} (id int);\nSELECT pg_sleep(0.4);\n", v))}
 	}
-	set, err := migrate.Load("mylib", files)
+	set, err := migrate.Load(migratetest.Module, files)
 	require.NoError(t, err)
 	for _, target := range fleetTargets {
 		t.Run(target.name, func(t *testing.T) {

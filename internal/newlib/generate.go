@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,8 +15,16 @@ import (
 )
 
 // The files of the root package that a library keeps as they are; the other
-// non-test files there are the example domain.
+// non-test files there but the package comment are the example domain.
 var keptRootFiles = []string{"lib.go", "options.go"}
+
+// docFile holds the package comment, whose opening says what the library
+// does; its sections on modes, migrations and errors hold for any library
+// made from the template.
+const docFile = "doc.go"
+
+// changelogFile is the library's history: a copy starts its own.
+const changelogFile = "CHANGELOG.md"
 
 // migrationsDir holds the embedded migrations, which a library replaces.
 const migrationsDir = "migrations"
@@ -35,7 +44,9 @@ type copied struct {
 // todo is what a new library still has to do by hand.
 type todo struct {
 	domain     []string // root-package files to replace
+	doc        bool     // the package comment is in docFile
 	migrations bool
+	license    string // the license file, if any
 	constFile  string // the file and line declaring moduleName, if found
 	constLine  int
 }
@@ -84,7 +95,10 @@ func generate(root, newPath, dir string) (*copied, error) {
 	}
 	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked, aliases: aliases}
 	res.moved = moves(src.paths, r)
-	res.todo = planTodo(src.paths)
+	res.todo = planTodo(slices.Sorted(maps.Keys(out)))
+	if _, ok := out[changelogFile]; ok {
+		out[changelogFile] = output{data: newChangelog(oldPath), mode: 0o644}
+	}
 	res.todo.constFile, res.todo.constLine = mn.file, mn.line // rewriting keeps lines in place
 	if readme, ok := out["README.md"]; ok && readme.link == "" {
 		readme.data = withNote(readme.data, res)
@@ -171,7 +185,8 @@ const selfDir = "internal/newlib"
 // with an alias imports the library under that name.
 func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
 	switch base := path.Base(p); {
-	case base == "go.sum":
+	case base == "go.sum", isLicense(p):
+		// A license's notice stays with the code taken from the template.
 		return data
 	case base == "go.mod":
 		return r.modFile(data)
@@ -222,16 +237,28 @@ func moves(paths []string, r renamer) [][2]string {
 	return list
 }
 
-// planTodo finds the example domain and the migrations among the files.
+// planTodo finds the example domain, the package comment, the migrations
+// and the license among the new library's files.
 func planTodo(paths []string) todo {
 	var t todo
 	for _, p := range paths {
 		switch {
+		case p == docFile:
+			t.doc = true
 		case !strings.Contains(p, "/") && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && !slices.Contains(keptRootFiles, p):
 			t.domain = append(t.domain, p)
 		case strings.HasPrefix(p, migrationsDir+"/"):
 			t.migrations = true
+		case isLicense(p) && t.license == "":
+			t.license = p
 		}
 	}
 	return t
+}
+
+// isLicense reports whether p is a license file at the root: LICENSE,
+// LICENSE.md, COPYING...
+func isLicense(p string) bool {
+	base := strings.ToUpper(strings.TrimSuffix(p, path.Ext(p)))
+	return !strings.Contains(p, "/") && (base == "LICENSE" || base == "LICENCE" || base == "COPYING")
 }

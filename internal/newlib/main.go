@@ -4,12 +4,16 @@
 //
 // It copies the files git does not ignore (every file but .git and what the
 // root .gitignore names, outside a git work tree) into a new or empty
-// directory, and renames the module path and the library's name everywhere:
-// the module line and import paths, the root package and its qualifiers, the
-// moduleName constant (and so the default schema, the version table and the
-// migration lock), cmd/<name>, the README and the CI files. The name is the module path's last
-// element, so it must be a lowercase Go identifier that is also a schema name.
-// It then runs go vet ./... in the copy and prints what is left to do.
+// directory, and renames the module path and the library's name wherever they
+// stand for the library: the module line and import paths, the root package
+// and its qualifiers, its test helper package (<name>test), the moduleName
+// constant and DefaultSchema (and so the default schema, the version table
+// and the migration lock), cmd/<name>, the README and the CI files. A word
+// that merely spells the old name is left alone. The license is copied as it
+// is, and the new library starts a changelog of its own. The name is the
+// module path's last element, so it must be a lowercase Go identifier that is
+// also a schema name. It then runs go vet ./... in the copy and prints what is
+// left to do.
 //
 // The copy keeps this command, and reads its own module path from go.mod, so
 // it can be copied in turn.

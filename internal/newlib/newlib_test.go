@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"go/parser"
 	"go/scanner"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,7 +113,6 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(readme), "# "+name+"\n"), "README title")
 	require.Contains(t, string(readme), noteStart)
 
-	r := renamer{oldPath: oldPath, oldName: oldName}
 	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -121,6 +122,11 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 		require.NoError(t, err)
 		switch {
 		case rel == "go.sum":
+		case isLicense(rel):
+			// Copied as it is: its notice stays with the template's code.
+			original, err := os.ReadFile(filepath.Join(templateDir(t), rel))
+			require.NoError(t, err)
+			require.Equal(t, string(original), string(data), rel)
 		case strings.HasPrefix(filepath.ToSlash(rel), selfDir+"/"):
 			if strings.HasSuffix(p, ".go") {
 				f, err := parser.ParseFile(token.NewFileSet(), p, data, parser.ImportsOnly)
@@ -130,15 +136,15 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 				}
 			}
 		case strings.HasSuffix(p, ".go"):
-			for _, tok := range goTokensNaming(rel, data, r) {
+			for _, tok := range goTokensNaming(rel, data, oldName) {
 				t.Errorf("%s: %s", rel, tok)
 			}
 		default:
 			for n, line := range strings.Split(string(data), "\n") {
-				if rel == "README.md" && strings.Contains(line, "Made from the template `"+oldPath+"`") {
+				if strings.Contains(line, "the template `"+oldPath+"`") { // the note, the new changelog
 					continue
 				}
-				if r.text(line) != line {
+				if mentions(line, oldName) {
 					t.Errorf("%s:%d: %s", rel, n+1, line)
 				}
 			}
@@ -148,9 +154,132 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 	require.Equal(t, c.files, countFiles(t, dir))
 }
 
+// TestGenerate_CopyReadsAsItsOwn reads a fresh copy as its user would: its
+// README, its changelog and license, and what is left of the template.
+func TestGenerate_CopyReadsAsItsOwn(t *testing.T) {
+	oldPath := templatePath(t)
+	newPath, name := secondLibrary(t)
+	dir := filepath.Join(t.TempDir(), name)
+	_, err := generate(templateDir(t), newPath, dir)
+	require.NoError(t, err)
+	read := func(rel string) string {
+		data, err := os.ReadFile(filepath.Join(dir, rel))
+		require.NoError(t, err)
+		return string(data)
+	}
+
+	readme := read("README.md")
+	for _, want := range []string{
+		"# " + name + "\n",
+		"choose your license",                    // the to-do note
+		"`" + name + ".New`",                     // the qualifier in prose
+		name + "test",                            // the test helper
+		"<schema>." + name + "_goose_db_version", // the version table
+	} {
+		require.Contains(t, readme, want)
+	}
+	for _, wrong := range []string{
+		"`cmd/" + name + "` to `cmd/" + name + "`",
+		"`cmd/" + name + "` (which becomes `cmd/" + name + "`)",
+		"made from " + name,
+		"Made from " + name,
+		`keeps ` + "`" + `const moduleName = "` + name + `"`,
+	} {
+		require.NotContains(t, readme, wrong, "a sentence about the template that reads wrong in the copy")
+	}
+
+	changelog := read("CHANGELOG.md")
+	require.Contains(t, changelog, "## [Unreleased]")
+	require.Contains(t, changelog, "the template `"+oldPath+"`")
+	require.Equal(t, 1, strings.Count(changelog, "\n## "), "the copy's history starts afresh:\n%s", changelog)
+
+	// The template's owner (github.com/<owner>/...) stays only in the license.
+	elems := strings.Split(oldPath, "/")
+	if len(elems) >= 3 {
+		owner := elems[len(elems)-2]
+		require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			if rel == "go.sum" || isLicense(rel) || strings.HasPrefix(filepath.ToSlash(rel), selfDir+"/") {
+				return nil
+			}
+			data, err := os.ReadFile(p)
+			require.NoError(t, err)
+			for _, form := range []string{"/" + owner + "/", "." + owner + "."} {
+				if strings.Contains(strings.ReplaceAll(string(data), "the template `"+oldPath+"`", ""), form) {
+					t.Errorf("%s names the template's owner: %s", rel, form)
+				}
+			}
+			return nil
+		}))
+	}
+}
+
+// TestGenerate_CopyOfACopyNamedAfterACommonWord copies the template into a
+// library named audit, a word its example domain uses, then copies that
+// copy: the result is what copying the template directly makes, so the word
+// survived wherever it did not stand for the library.
+func TestGenerate_CopyOfACopyNamedAfterACommonWord(t *testing.T) {
+	word, last := "audit", "ledger"
+	if templateName(t) == word {
+		word = "event"
+	}
+	if templateName(t) == last {
+		last = "journal"
+	}
+	wordPath, lastPath := "example.com/acme/"+word, "example.com/acme/"+last
+	tmp := t.TempDir()
+	first, direct, twice := filepath.Join(tmp, word), filepath.Join(tmp, "direct"), filepath.Join(tmp, "twice")
+	_, err := generate(templateDir(t), wordPath, first)
+	require.NoError(t, err)
+	_, err = generate(first, lastPath, twice)
+	require.NoError(t, err)
+	_, err = generate(templateDir(t), lastPath, direct)
+	require.NoError(t, err)
+
+	want, got := treeOf(t, direct), treeOf(t, twice)
+	require.ElementsMatch(t, slices.Collect(maps.Keys(want)), slices.Collect(maps.Keys(got)), "the same files")
+	for rel, data := range got {
+		if rel == "README.md" || rel == "CHANGELOG.md" {
+			data = strings.ReplaceAll(data, "the template `"+wordPath+"`", "the template `"+templatePath(t)+"`")
+		}
+		if data != want[rel] {
+			t.Errorf("%s differs when made through a copy named %s: %s", rel, word, firstDifference(want[rel], data))
+		}
+	}
+}
+
+// firstDifference shows the first line where got differs from want.
+func firstDifference(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := range min(len(w), len(g)) {
+		if w[i] != g[i] {
+			return fmt.Sprintf("line %d is %q, want %q", i+1, g[i], w[i])
+		}
+	}
+	return fmt.Sprintf("%d lines, want %d", len(g), len(w))
+}
+
+// treeOf reads every file under dir, by slash-separated path.
+func treeOf(t *testing.T, dir string) map[string]string {
+	files := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		files[filepath.ToSlash(rel)] = string(data)
+		return err
+	}))
+	return files
+}
+
 // goTokensNaming lists the tokens of a Go file that hold the template's name
 // as a word.
-func goTokensNaming(file string, src []byte, r renamer) []string {
+func goTokensNaming(file string, src []byte, name string) []string {
 	fset := token.NewFileSet()
 	var sc scanner.Scanner
 	sc.Init(fset.AddFile(file, -1, len(src)), src, nil, scanner.ScanComments)
@@ -160,10 +289,21 @@ func goTokensNaming(file string, src []byte, r renamer) []string {
 		if tok == token.EOF {
 			return found
 		}
-		if r.text(lit) != lit {
+		if mentions(lit, name) {
 			found = append(found, fset.Position(pos).String()+": "+lit)
 		}
 	}
+}
+
+// mentions reports whether s holds name as a word of its own, whatever it
+// stands for, or the name of its test helper's package.
+func mentions(s, name string) bool {
+	for i := range len(s) {
+		if wordAt(s, i, name) || wordAt(s, i, name+helperSuffix) {
+			return true
+		}
+	}
+	return false
 }
 
 func countFiles(t *testing.T, dir string) int {

@@ -26,7 +26,15 @@ func (c *copied) steps() (replace []string, keep, never string) {
 	if c.todo.migrations {
 		replace = append(replace, "`"+migrationsDir+"/*.sql` with your own migrations, numbered from `00001_name.sql`, naming tables only as `{{tables.name}}`.")
 	}
+	if c.todo.doc {
+		replace = append(replace, "the opening of the package comment in `"+docFile+"`, which says what the library does; its sections on modes, migrations, errors and logging hold for your library too.")
+	}
 	replace = append(replace, "the text of `README.md`, and the note newlib put at its top.")
+	if c.todo.license != "" {
+		replace = append(replace, fmt.Sprintf("choose your license: `%s` is the template's, copied as it is, and its notice stays with the code taken from the template; add your own copyright line, or your own license beside it.", c.todo.license))
+	} else {
+		replace = append(replace, "choose your license: add a `LICENSE` file, or pkg.go.dev shows no documentation and many users cannot depend on the library.")
+	}
 	keep = "Keep " + codeList(slices.Concat(keptRootFiles, []string{"internal/"})) + " as they are."
 	at := "in the root package"
 	if c.todo.constFile != "" {
@@ -97,4 +105,22 @@ func codeList(names []string) string {
 		return strings.Join(quoted, "")
 	}
 	return strings.Join(quoted[:len(quoted)-1], ", ") + " and " + quoted[len(quoted)-1]
+}
+
+// newChangelog is the new library's CHANGELOG.md: its own history starts
+// here, in the template's format.
+func newChangelog(from string) []byte {
+	return []byte(`# Changelog
+
+All notable changes to this library are recorded here, in the format of
+[Keep a Changelog](https://keepachangelog.com/en/1.1.0/). Versions follow
+[Semantic Versioning](https://semver.org/spec/v2.0.0.html) as the README's "Releasing" section
+applies it to a library that owns tables.
+
+## [Unreleased]
+
+### Added
+
+- The library, made from the template ` + "`" + from + "`" + ` with ` + "`go run ./internal/newlib`" + `.
+`)
 }

@@ -150,7 +150,7 @@ func startDocker(ctx context.Context) (*backend, error) {
 		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"}, // no password to leak; the port is the test's alone
 		Cmd: []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "max_connections=200"},
-		Labels: map[string]string{"org.pgdual.pgtest": "true"},
+		Labels: map[string]string{"pgtest": "true"},
 	}, func(hc *docker.HostConfig) {
 		hc.AutoRemove = true
 		hc.RestartPolicy = docker.RestartPolicy{Name: "no"}
