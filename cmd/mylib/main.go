@@ -2,12 +2,13 @@
 // step migrates a schema with its owner's role, an operator sees where a
 // schema stands or the SQL it would get, a runtime role is given what the
 // application needs and nothing more. With no command it runs the demo.
+// Its commands:
 //
-//	mylib migrate [-dsn DSN] [-schema NAME]            bring the schema up to date, print what was applied
-//	mylib status  [-dsn DSN] [-schema NAME] [-json]    one line per migration file: applied, pending or changed
-//	mylib sql     [-schema NAME] [-from VERSION]       print a psql script for the files above VERSION
-//	mylib grant   [-dsn DSN] [-schema NAME] -role ROLE give ROLE what the library needs at run time
-//	mylib demo    [-dsn DSN]                           run the library end to end (a throwaway server without -dsn)
+//	migrate [-dsn DSN] [-schema NAME]            bring the schema up to date, print what was applied
+//	status  [-dsn DSN] [-schema NAME] [-json]    one line per migration file: applied, pending or changed
+//	sql     [-schema NAME] [-from VERSION]       print a psql script for the files above VERSION
+//	grant   [-dsn DSN] [-schema NAME] -role ROLE give ROLE what the library needs at run time
+//	demo    [-dsn DSN]                           run the library end to end (a throwaway server without -dsn)
 //
 // -dsn defaults to $DATABASE_URL, -schema to the library's default schema.
 // Exit codes: 0 done, or up to date; 1 an error; 2 bad usage; 3 (status)

@@ -231,7 +231,7 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 
 	// A later release's migration, applied by the owner: its table is the
 	// runtime role's to use, with no new grant.
-	set, err := migrate.Load("mylib", laterRelease(t))
+	set, err := migrate.Load(migratetest.Module, laterRelease(t))
 	require.NoError(t, err)
 	_, err = set.Up(ctx, admin, "audit", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
@@ -279,7 +279,7 @@ func TestUsage_BadInputExits2(t *testing.T) {
 	for _, args := range [][]string{{"-h"}, {"status", "-h"}, {"help"}} {
 		r := runCommand(t, "postgres://u:secret-pw@localhost/db", args...)
 		require.Equal(t, exitOK, r.code, "%v: %s", args, r)
-		require.Contains(t, r.errs, "usage: mylib")
+		require.Contains(t, r.errs, "usage: "+progName)
 		require.NotContains(t, r.errs, "secret-pw", "usage never prints $DATABASE_URL")
 	}
 }
