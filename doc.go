@@ -58,9 +58,17 @@
 // applied files' checksums. A start on an up-to-date schema costs one query
 // and takes no lock. Otherwise New takes a lock keyed on the library and the
 // schema, so that concurrent starts, across processes and behind PgBouncer in
-// transaction pooling mode, migrate once. The library never migrates down:
-// a schema newer than the code (an older replica during a rolling deploy)
-// starts with a warning.
+// transaction pooling mode, migrate once; each file runs in a transaction of
+// its own that holds the lock, on one connection, so a migrator never waits
+// for a second connection while it holds one. The library never migrates
+// down: a schema newer than the code (an older replica during a rolling
+// deploy) starts with a warning.
+//
+// A host that migrates in a deploy step, and runs the application with a role
+// that cannot change the schema, calls [Migrate] there (or the library's
+// command, cmd/mylib), gives the application's role what it needs with
+// [Grants], and reads where a schema stands with [Status]; [Script] is the SQL
+// for a DBA to run with psql.
 //
 // Never edit, delete or renumber an applied migration: New refuses a schema
 // whose applied files changed ([ErrDrift]), a file numbered below the applied
