@@ -131,7 +131,8 @@ func BenchmarkOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		events := make([]mylib.Event, 0, limit+1)
-		_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &ev.Data, &ev.At}, func() error {
+		ev.Subject = subject
+		_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Data, &ev.At}, func() error {
 			events = append(events, ev)
 			ev.Data = nil
 			return nil
