@@ -27,16 +27,17 @@ var (
 )
 
 const (
-	quietEvents   = 30
-	smallSubjects = 1000
-	smallEvents   = 5
+	quietEvents = 30
+	smallEvents = 5
 )
 
 // seedSkewed fills schema, already migrated, with the data that makes a
 // careless plan slow: a subject "big" with big recent events (none when big
-// is 0), a subject "quiet" with a few old ones, and many small subjects. Then
-// it runs ANALYZE, as autovacuum would.
-func seedSkewed(t testing.TB, pool *pgxpool.Pool, schema string, big int) {
+// is 0), a subject "quiet" with a few old ones, and small subjects with a few
+// events each. Then it runs ANALYZE, as autovacuum would. Many small subjects
+// make an average subject small, and a join then sorts each page; few make it
+// large, and a join then walks the big subject's events in time order.
+func seedSkewed(t testing.TB, pool *pgxpool.Pool, schema string, big, smallSubjects int) {
 	t.Helper()
 	ctx := context.Background()
 	events, subjects := pgx.Identifier{schema, "events"}.Sanitize(), pgx.Identifier{schema, "subjects"}.Sanitize()
@@ -44,7 +45,7 @@ func seedSkewed(t testing.TB, pool *pgxpool.Pool, schema string, big int) {
 		sql  string
 		args []any
 	}{
-		{fmt.Sprintf(`INSERT INTO %s (name) SELECT 'small:' || g FROM generate_series(1, %d) g`, subjects, smallSubjects), nil},
+		{fmt.Sprintf(`INSERT INTO %s (name) SELECT 'small:' || g FROM generate_series(1, $1::int) g`, subjects), []any{smallSubjects}},
 		{fmt.Sprintf(`INSERT INTO %s (name) VALUES ('quiet'), ('big')`, subjects), nil},
 		{fmt.Sprintf(`INSERT INTO %s (actor, action, subject_id, occurred_at)
 			SELECT 'seed', 'quiet-' || g, s.id, $1::timestamptz + g * interval '1 minute'
@@ -151,10 +152,19 @@ func explain(t *testing.T, conn *pgx.Conn, sql string, args []any) planNode {
 // scan the table, walk other subjects' events or sort, in both plan kinds.
 func TestAudit_PlansReadOnlyWhatTheyReturn(t *testing.T) {
 	t.Parallel()
+	for _, small := range []int{1000, 10} {
+		t.Run(fmt.Sprintf("%d small subjects", small), func(t *testing.T) {
+			t.Parallel()
+			checkPlans(t, small)
+		})
+	}
+}
+
+func checkPlans(t *testing.T, small int) {
 	dsn := migratedDSN(t)
 	ctx := context.Background()
 	pool := pgtest.Pool(t, dsn)
-	seedSkewed(t, pool, "audit", 30_000)
+	seedSkewed(t, pool, "audit", 30_000, small)
 
 	c, err := mylib.New(ctx, mylib.WithManager(host{pool, "audit"}))
 	require.NoError(t, err)
@@ -168,6 +178,29 @@ func TestAudit_PlansReadOnlyWhatTheyReturn(t *testing.T) {
 	require.EqualValues(t, quietEvents, n)
 	var ids []int64
 	require.NoError(t, pool.QueryRow(ctx, `SELECT array_agg(id) FROM audit.subjects WHERE name LIKE 'small:%'`).Scan(&ids))
+
+	// Prepared (pgx's default mode), List and Count settle on their generic
+	// plan after PostgreSQL's five custom ones: planned once per connection,
+	// not on every call.
+	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	c1, err := mylib.New(ctx, mylib.WithManager(host{one, "audit"}))
+	require.NoError(t, err)
+	defer c1.Close()
+	for range 10 {
+		_, err := c1.List(ctx, "quiet", 20, nil)
+		require.NoError(t, err)
+		_, err = c1.List(ctx, "quiet", 20, first.Next)
+		require.NoError(t, err)
+		_, err = c1.Count(ctx, "quiet")
+		require.NoError(t, err)
+	}
+	for _, text := range []string{mylib.ListFirstSQLText, mylib.ListAfterSQLText, mylib.CountSQLText} {
+		sql, err := sqltmpl.Render("audit", text)
+		require.NoError(t, err)
+		var generic int64
+		require.NoError(t, one.QueryRow(ctx, "SELECT generic_plans FROM pg_prepared_statements WHERE statement = $1", sql).Scan(&generic))
+		require.Positive(t, generic, "the prepared statement is planned anew on every call:\n%s", sql)
+	}
 
 	const subjectIndex, timeIndex = "events_subject_time", "events_time"
 	cutoff := smallStart // every quiet event, no small one
