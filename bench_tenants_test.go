@@ -96,7 +96,13 @@ func BenchmarkTenants(b *testing.B) {
 		pools[i] = pgtest.Pool(b, dsn, s.cfg)
 	}
 	sizes := []int{1, 100, 1000, 1500, 2000}
+	catalog := catalogBytes(b, pools[0])
 	clients := openTenants(b, dsn, slices.Max(sizes), pools)
+	var schemaBytes int64
+	require.NoError(b, pools[0].QueryRow(ctx, `SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'tenant_0' AND c.relkind = 'r'`).Scan(&schemaBytes))
+	b.Logf("per schema: %.0f KB of system catalogs, %.0f KB of empty tables and indexes",
+		float64(catalogBytes(b, pools[0])-catalog)/float64(slices.Max(sizes))/1024, float64(schemaBytes)/1024)
 	ev := mylib.Event{Actor: "bench", Action: "write", Subject: "account:1"}
 	record := func(b *testing.B, c *mylib.Client) {
 		if _, err := c.Record(ctx, ev); err != nil {
@@ -125,6 +131,11 @@ func BenchmarkTenants(b *testing.B) {
 				}
 			}
 			best := slices.Min(ns)
+			for p, s := range tenantSettings {
+				caches, plans := backendMemory(b, pools[p])
+				b.Logf("%d tenants, %s: a backend holds %.1f MB of catalog caches and %.1f MB of prepared statements",
+					n, s.name, float64(caches)/(1<<20), float64(plans)/(1<<20))
+			}
 			var line strings.Builder
 			fmt.Fprintf(&line, "%d tenants, %d Records each:", n, b.N)
 			for p, s := range tenantSettings {
@@ -135,4 +146,30 @@ func BenchmarkTenants(b *testing.B) {
 			b.Log(line.String())
 		})
 	}
+}
+
+// catalogBytes is the size of the system catalogs (tables and indexes).
+func catalogBytes(b *testing.B, pool *pgxpool.Pool) int64 {
+	var n int64
+	require.NoError(b, pool.QueryRow(context.Background(), `SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pg_catalog' AND c.relkind = 'r'`).Scan(&n))
+	return n
+}
+
+// backendMemory returns the most memory any of pool's server backends holds
+// in its catalog caches (CacheMemoryContext: relcache, catcache) and in
+// prepared statements' plans (the CachedPlan contexts).
+func backendMemory(b *testing.B, pool *pgxpool.Pool) (caches, plans int64) {
+	ctx := context.Background()
+	for _, conn := range pool.AcquireAllIdle(ctx) {
+		var c, p int64
+		err := conn.QueryRow(ctx, `SELECT
+			coalesce(sum(total_bytes) FILTER (WHERE name = 'CacheMemoryContext' OR parent = 'CacheMemoryContext' AND name NOT LIKE 'CachedPlan%'), 0),
+			coalesce(sum(total_bytes) FILTER (WHERE name LIKE 'CachedPlan%'), 0)
+			FROM pg_backend_memory_contexts`).Scan(&c, &p)
+		conn.Release()
+		require.NoError(b, err)
+		caches, plans = max(caches, c), max(plans, p)
+	}
+	return caches, plans
 }

@@ -312,3 +312,42 @@ func BenchmarkQuietSubject(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPurge: deleting 20,000 events of 100 subjects in batches of
+// PurgeBatchSize (Purge, which also removes the emptied subjects) against
+// one DELETE statement in one transaction (PurgeTx): what bounded
+// transactions cost. Informational: no target.
+func BenchmarkPurge(b *testing.B) {
+	ctx := context.Background()
+	dsn := migratedDSN(b)
+	pool := pgtest.Pool(b, dsn)
+	c, err := mylib.New(ctx, mylib.WithManager(host{pool, "audit"}))
+	require.NoError(b, err)
+	defer c.Close()
+	const events = 20_000
+	seed := func(b *testing.B) any {
+		_, err := pool.Exec(ctx, `INSERT INTO audit.subjects (name) SELECT 'p:' || g FROM generate_series(0, 99) g ON CONFLICT DO NOTHING`)
+		require.NoError(b, err)
+		_, err = pool.Exec(ctx, `INSERT INTO audit.events (actor, action, subject_id, occurred_at)
+			SELECT 'seed', 'old', (SELECT id FROM audit.subjects WHERE name = 'p:' || g % 100), $1::timestamptz - g * interval '1 second'
+			FROM generate_series(1, $2::int) g`, purgeLine, events)
+		require.NoError(b, err)
+		// As autovacuum would between two daily purges: the last run's dead
+		// rows are not this run's work.
+		_, err = pool.Exec(ctx, `VACUUM ANALYZE audit.events, audit.subjects`)
+		require.NoError(b, err)
+		return nil
+	}
+	compare(b, path{name: "statement", prepare: seed, do: func(b *testing.B, _ any) {
+		tx, err := pool.Begin(ctx)
+		require.NoError(b, err)
+		n, err := c.PurgeTx(ctx, tx, purgeLine)
+		require.NoError(b, err)
+		require.NoError(b, tx.Commit(ctx))
+		require.EqualValues(b, events, n)
+	}}, path{name: "batches", prepare: seed, do: func(b *testing.B, _ any) {
+		n, err := c.Purge(ctx, purgeLine)
+		require.NoError(b, err)
+		require.EqualValues(b, events, n)
+	}}, "none")
+}
