@@ -61,14 +61,22 @@ const MaxPageSize = 1000
 // costlier when one subject is big, and PostgreSQL plans every call anew
 // (1.4x the time of a page).
 var (
-	// One statement uses both tables: it finds the subject, or creates it,
-	// and appends the event that refers to it. An existing subject's row is
+	// Record's statement for a subject that exists, which is nearly every
+	// call: it appends the event under the subject's id. The subject's row is
 	// locked FOR KEY SHARE, the lock the foreign key takes anyway: it never
 	// waits for another Record or RecordTx, only for a Purge batch deleting
-	// that subject, and then sees it gone and creates it again. When another
-	// transaction creates the same new subject at the same moment, the
-	// statement inserts nothing and record runs it again.
-	recordSQL = sqltmpl.Must(`WITH found AS (
+	// that subject, and then finds no row. Unprepared (exec mode, many
+	// tenants), it costs a third less to parse and plan than recordNewSQL.
+	recordSQL = sqltmpl.Must(`INSERT INTO {{tables.events}} (actor, action, subject_id, data, occurred_at)
+SELECT $1, $2, s.id, coalesce($4::jsonb, '{}'), coalesce($5, now())
+FROM {{tables.subjects}} s WHERE s.name = $3 FOR KEY SHARE
+RETURNING id, occurred_at`)
+
+	// When recordSQL finds no subject: one statement finds it (created
+	// meanwhile), or creates it, and appends the event that refers to it.
+	// When another transaction creates the same new subject at the same
+	// moment, the statement inserts nothing and record runs it again.
+	recordNewSQL = sqltmpl.Must(`WITH found AS (
 	SELECT id FROM {{tables.subjects}} WHERE name = $3 FOR KEY SHARE
 ), created AS (
 	INSERT INTO {{tables.subjects}} (name) SELECT $3 WHERE NOT EXISTS (SELECT FROM found)
@@ -169,11 +177,13 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 	if !ev.At.IsZero() {
 		at = ev.At
 	}
+	// A subject that does not exist yet, or that a Purge just removed, takes
+	// the statement that creates it; a second run of that one sees the
+	// subject another transaction created meanwhile.
 	var err error
-	// A second run sees the subject another transaction created meanwhile.
-	st := c.stmts.get(recordSQL)
-	for range 2 {
-		err = q.QueryRow(ctx, st.sql, st.args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
+	for _, st := range []*sqltmpl.Statement{recordSQL, recordNewSQL, recordNewSQL} {
+		run := c.stmts.get(st)
+		err = q.QueryRow(ctx, run.sql, run.args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			break
 		}
