@@ -101,7 +101,7 @@ func BenchmarkTenants(b *testing.B) {
 	var schemaBytes int64
 	require.NoError(b, pools[0].QueryRow(ctx, `SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'tenant_0' AND c.relkind = 'r'`).Scan(&schemaBytes))
-	b.Logf("per schema: %.0f KB of system catalogs, %.0f KB of empty tables and indexes",
+	perSchema := fmt.Sprintf("per schema: %.0f KB of system catalogs, %.0f KB of empty tables and indexes",
 		float64(catalogBytes(b, pools[0])-catalog)/float64(slices.Max(sizes))/1024, float64(schemaBytes)/1024)
 	ev := mylib.Event{Actor: "bench", Action: "write", Subject: "account:1"}
 	record := func(b *testing.B, c *mylib.Client) {
@@ -131,6 +131,7 @@ func BenchmarkTenants(b *testing.B) {
 				}
 			}
 			best := slices.Min(ns)
+			b.Log(perSchema)
 			for p, s := range tenantSettings {
 				caches, plans := backendMemory(b, pools[p])
 				b.Logf("%d tenants, %s: a backend holds %.1f MB of catalog caches and %.1f MB of prepared statements",
