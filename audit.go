@@ -52,7 +52,9 @@ const MaxPageSize = 1000
 // they resolve the id first, in a subquery the planner runs once before the
 // scan (an InitPlan). Joining subjects instead hides which id is wanted, and
 // the planner then scans every newer event of every other subject, or the
-// whole table and a sort, the more so with custom plans (exec mode).
+// whole table and a sort, the more so with custom plans (exec mode). The
+// planner estimates such a subject from the average per subject, which
+// migrations/00003_subject_estimates.sql keeps small whatever the mix.
 //
 // A page's LIMIT and cursor are subqueries too, so that the planner
 // estimates them alike in a custom plan (arguments known) and in the generic

@@ -273,13 +273,13 @@ func BenchmarkQuietSubject(b *testing.B) {
 	for _, m := range []poolSetting{tenantSettings[0], tenantSettings[1]} {
 		b.Run(m.name, func(b *testing.B) {
 			pool := pgtest.Pool(b, dsn, m.cfg)
-			// Few other subjects: what the planner knows of the big one
+			// No other subject: what the planner knows of the big one
 			// weighs on its estimates most.
 			open := func(schema string, big int) *mylib.Client {
 				c, err := mylib.New(ctx, mylib.WithManager(host{pool, schema}), mylib.WithLogger(quietLogger()))
 				require.NoError(b, err)
 				b.Cleanup(c.Close)
-				seedSkewed(b, pool, schema, big, 10)
+				seedSkewed(b, pool, schema, big, 0)
 				return c
 			}
 			even, skewed := open("even_"+m.name, 0), open("skewed_"+m.name, 20_000)
