@@ -273,9 +273,9 @@ func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
 // Purge deletes the events that happened before the given time, and the
 // subjects left without events, and returns how many events it deleted. It
 // works in batches of PurgeBatchSize events, each its own short transaction,
-// oldest first, so Record, List and Count go on meanwhile. Events that
-// another transaction is deleting at the same time (a concurrent Purge or
-// PurgeTx) are waited for and left to it.
+// oldest first, until a batch finds nothing, so Record, List and Count go on
+// meanwhile. Events that another transaction is deleting at the same time (a
+// concurrent Purge or PurgeTx) are waited for and left to it.
 //
 // When ctx ends, Purge stops after rolling back the batch in flight: it
 // returns the number of events the finished batches deleted and an error that
@@ -297,9 +297,12 @@ func (c *Client) Purge(ctx context.Context, before time.Time) (int64, error) {
 			if ctx.Err() != nil {
 				return total, c.purgeStopped(ctx.Err(), before, total)
 			}
-			return total, c.fail(err, "purging events before %s (deleted %d, each batch committed)", before.Format(time.RFC3339), total)
+			return total, c.fail(err, "purging events before %s failed after deleting %d (those stay deleted; call Purge again once the cause is fixed)",
+				before.Format(time.RFC3339), total)
 		}
-		if n < PurgeBatchSize {
+		// A short batch is not the end: rows another transaction was
+		// deleting were skipped, and it may not delete all that follow.
+		if n == 0 {
 			return total, nil
 		}
 		from = &last
@@ -349,8 +352,8 @@ func (c *Client) purgeStopped(cause error, before time.Time, total int64) error 
 // Unlike Purge it neither batches nor removes subjects left without events:
 // its locks last as long as the caller's transaction, and deleting a subject
 // there could fail that transaction when a Record reuses the subject
-// meanwhile. The next Purge does not see those subjects either: an empty
-// subject is one small row, which Record reuses.
+// meanwhile. The subjects it empties stay (Purge removes only those its own
+// batches empty): each is one small row, which a later Record reuses.
 func (c *Client) PurgeTx(ctx context.Context, tx pgx.Tx, before time.Time) (int64, error) {
 	if tx == nil {
 		return 0, errors.New(moduleName + ": PurgeTx is given a nil transaction: pass the pgx.Tx from Begin")

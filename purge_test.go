@@ -99,7 +99,8 @@ func countEvents(t *testing.T, pool *pgxpool.Pool) int64 {
 }
 
 // Purge of two and a half batches' worth of events commits three
-// transactions, returns the total, and removes the subjects it left empty.
+// transactions that delete, and a fourth that finds nothing; it returns the
+// total and removes the subjects it left empty.
 func TestPurge_DeletesInBatchesAndRemovesEmptySubjects(t *testing.T) {
 	t.Parallel()
 	var commits atomic.Int32
@@ -115,7 +116,7 @@ func TestPurge_DeletesInBatchesAndRemovesEmptySubjects(t *testing.T) {
 	deleted, err := c.Purge(context.Background(), purgeLine)
 	require.NoError(t, err)
 	require.EqualValues(t, n, deleted)
-	require.EqualValues(t, 3, commits.Load(), "one transaction per batch of %d", mylib.PurgeBatchSize)
+	require.EqualValues(t, 4, commits.Load(), "one transaction per batch of %d, and one that finds nothing", mylib.PurgeBatchSize)
 	require.EqualValues(t, 3, countEvents(t, pool), "the events after the cutoff stay")
 	require.Equal(t, []string{"kept"}, subjectNames(t, pool), "subjects left without events are gone")
 
@@ -279,4 +280,42 @@ func TestPurgeTx_OneStatementThatKeepsSubjects(t *testing.T) {
 	require.ErrorContains(t, err, "nil transaction")
 	_, err = c.PurgeTx(ctx, tx, time.Time{})
 	require.ErrorContains(t, err, "zero time")
+}
+
+// A Purge that meets rows a host's PurgeTx (with an earlier cutoff) is
+// deleting waits for that transaction, leaves those rows to it, and still
+// deletes everything else before its own cutoff.
+func TestPurge_GoesOnPastRowsAnotherTransactionDeletes(t *testing.T) {
+	t.Parallel()
+	c, pool := hookedClient(t, &hook{})
+	ctx := context.Background()
+	n := mylib.PurgeBatchSize + 500
+	seedOld(t, pool, n)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	// The seeded events are one a second before purgeLine, the oldest ten
+	// hours before it: this cutoff takes those and 90 more.
+	early, err := c.PurgeTx(ctx, tx, purgeLine.Add(-time.Duration(n-10-90)*time.Second))
+	require.NoError(t, err)
+	require.EqualValues(t, 100, early)
+
+	purged := make(chan error, 1)
+	var deleted int64
+	go func() {
+		var err error
+		deleted, err = c.Purge(ctx, purgeLine)
+		purged <- err
+	}()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting))
+		return waiting
+	}, 10*time.Second, 5*time.Millisecond, "the Purge waits for the host's transaction")
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-purged)
+	require.EqualValues(t, n-100, deleted)
+	require.EqualValues(t, 3, countEvents(t, pool), "only the events after the cutoff are left")
 }
