@@ -214,7 +214,9 @@ func (ev Event) check() error {
 
 // List returns a page of subject's events, newest first: up to limit of them
 // (1 to MaxPageSize), after the cursor (nil for the first page). Pass the
-// page's Next to get the following page.
+// page's Next to get the following page. A page reads the subject's row and
+// the page's rows of the index on (subject_id, occurred_at, id), whatever the
+// table holds and however deep the cursor.
 func (c *Client) List(ctx context.Context, subject string, limit int, after *Cursor) (Page, error) {
 	if err := c.use(); err != nil {
 		return Page{}, err
@@ -257,7 +259,8 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 	return p, nil
 }
 
-// Count returns how many events subject has.
+// Count returns how many events subject has. It reads that subject's entries
+// of the index on (subject_id, occurred_at, id), not the table.
 func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
 	if err := c.use(); err != nil {
 		return 0, err
