@@ -260,7 +260,7 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 }
 
 // Count returns how many events subject has. It reads that subject's entries
-// of the index on (subject_id, occurred_at, id), not the table.
+// of the index on (subject_id, occurred_at, id), not the whole table.
 func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
 	if err := c.use(); err != nil {
 		return 0, err
