@@ -131,7 +131,8 @@ func BenchmarkOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		events := make([]mylib.Event, 0, limit+1)
-		_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Subject, &ev.Data, &ev.At}, func() error {
+		ev.Subject = subject
+		_, err = pgx.ForEachRow(rows, []any{&ev.ID, &ev.Actor, &ev.Action, &ev.Data, &ev.At}, func() error {
 			events = append(events, ev)
 			ev.Data = nil
 			return nil
@@ -259,4 +260,94 @@ func renderedMigrations(t testing.TB, schema string) fs.FS {
 		out[e.Name()] = &fstest.MapFile{Data: []byte(sql)}
 	}
 	return out
+}
+
+// BenchmarkQuietSubject: a quiet subject's List (first page of 20) and Count
+// in a schema where another subject has 20,000 events, against the same in a
+// schema without them, in pgx's default mode (prepared statements, generic
+// plans after five runs) and in exec mode (custom plans). Target ≤ 1.2x: a
+// query costs what it reads, not what the table holds.
+func BenchmarkQuietSubject(b *testing.B) {
+	ctx := context.Background()
+	dsn := migratedDSN(b)
+	for _, m := range []poolSetting{tenantSettings[0], tenantSettings[1]} {
+		b.Run(m.name, func(b *testing.B) {
+			pool := pgtest.Pool(b, dsn, m.cfg)
+			// No other subject: what the planner knows of the big one
+			// weighs on its estimates most.
+			open := func(schema string, big int) *mylib.Client {
+				c, err := mylib.New(ctx, mylib.WithManager(host{pool, schema}), mylib.WithLogger(quietLogger()))
+				require.NoError(b, err)
+				b.Cleanup(c.Close)
+				seedSkewed(b, pool, schema, big, 0)
+				return c
+			}
+			even, skewed := open("even_"+m.name, 0), open("skewed_"+m.name, 20_000)
+			list := func(c *mylib.Client) path {
+				return path{do: func(b *testing.B, _ any) {
+					p, err := c.List(ctx, "quiet", 20, nil)
+					if err != nil || len(p.Events) != 20 {
+						b.Fatal(err, len(p.Events))
+					}
+				}}
+			}
+			count := func(c *mylib.Client) path {
+				return path{do: func(b *testing.B, _ any) {
+					n, err := c.Count(ctx, "quiet")
+					if err != nil || n != quietEvents {
+						b.Fatal(err, n)
+					}
+				}}
+			}
+			for _, q := range []struct {
+				name string
+				path func(*mylib.Client) path
+			}{{"List", list}, {"Count", count}} {
+				b.Run(q.name, func(b *testing.B) {
+					without, with := q.path(even), q.path(skewed)
+					without.name, with.name = "without", "with"
+					compare(b, without, with, "≤ 1.2x")
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkPurge: deleting 20,000 events of 100 subjects in batches of
+// PurgeBatchSize (Purge, which also removes the emptied subjects) against
+// one DELETE statement in one transaction (PurgeTx): what bounded
+// transactions cost. Informational: no target.
+func BenchmarkPurge(b *testing.B) {
+	ctx := context.Background()
+	dsn := migratedDSN(b)
+	pool := pgtest.Pool(b, dsn)
+	c, err := mylib.New(ctx, mylib.WithManager(host{pool, "audit"}))
+	require.NoError(b, err)
+	defer c.Close()
+	const events = 20_000
+	seed := func(b *testing.B) any {
+		_, err := pool.Exec(ctx, `INSERT INTO audit.subjects (name) SELECT 'p:' || g FROM generate_series(0, 99) g ON CONFLICT DO NOTHING`)
+		require.NoError(b, err)
+		_, err = pool.Exec(ctx, `INSERT INTO audit.events (actor, action, subject_id, occurred_at)
+			SELECT 'seed', 'old', (SELECT id FROM audit.subjects WHERE name = 'p:' || g % 100), $1::timestamptz - g * interval '1 second'
+			FROM generate_series(1, $2::int) g`, purgeLine, events)
+		require.NoError(b, err)
+		// As autovacuum would between two daily purges: the last run's dead
+		// rows are not this run's work.
+		_, err = pool.Exec(ctx, `VACUUM ANALYZE audit.events, audit.subjects`)
+		require.NoError(b, err)
+		return nil
+	}
+	compare(b, path{name: "statement", prepare: seed, do: func(b *testing.B, _ any) {
+		tx, err := pool.Begin(ctx)
+		require.NoError(b, err)
+		n, err := c.PurgeTx(ctx, tx, purgeLine)
+		require.NoError(b, err)
+		require.NoError(b, tx.Commit(ctx))
+		require.EqualValues(b, events, n)
+	}}, path{name: "batches", prepare: seed, do: func(b *testing.B, _ any) {
+		n, err := c.Purge(ctx, purgeLine)
+		require.NoError(b, err)
+		require.EqualValues(b, events, n)
+	}}, "none")
 }

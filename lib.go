@@ -112,6 +112,7 @@ type Client struct {
 	owned  bool // the Client built the pool, so Close closes it
 	schema string
 	sql    *sqltmpl.Renderer
+	stmts  *statements // how its statements run on the pool (statements.go)
 	log    *slog.Logger
 	closed atomic.Bool
 	// forget removes a standalone pool from the process's registry of pools.
@@ -253,7 +254,7 @@ func newClient(pool *pgxpool.Pool, owned bool, schema string, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	return &Client{pool: pool, owned: owned, schema: schema, sql: r, log: log}, nil
+	return &Client{pool: pool, owned: owned, schema: schema, sql: r, stmts: newStatements(pool, r), log: log}, nil
 }
 
 // Schema returns the schema the Client keeps its tables in.
@@ -267,6 +268,7 @@ func (c *Client) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
+	c.stmts.release()
 	if c.owned {
 		c.pool.Close()
 		c.forget()

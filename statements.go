@@ -1,0 +1,161 @@
+package mylib
+
+import (
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgdual/mylib/internal/sqltmpl"
+)
+
+// How the library's statements are executed on a pool that many Clients share.
+//
+// In its default mode pgx prepares every statement it runs and keeps it in a
+// per-connection cache of 512 (StatementCacheCapacity), evicting the least
+// recently used. Every schema's SQL is a different statement, so one pool
+// serving hundreds of tenants would thrash that cache: each call prepares a
+// statement (an extra round trip) and deallocates another, slower than not
+// caching at all. The library therefore admits its statements into the cache
+// while they fit in a share of it, and runs the rest as unnamed statements
+// (pgx.QueryExecModeExec: one round trip, parsed and planned each time). The
+// host's own statements keep the remaining share.
+
+// hostShare is the part of a pool's statement cache left to the host's own
+// statements: a quarter, so with pgx's default of 512 the library keeps up to
+// 384 of its statements prepared on every connection of the pool.
+const hostShare = 4
+
+// statement is a statement rendered for a Client's schema, and how to run it.
+type statement struct {
+	sql string
+	// exec says the statement runs unnamed: its pool's statement cache is
+	// full of the library's other statements.
+	exec bool
+	// admitted says the statement holds a place in poolStatements.
+	admitted bool
+}
+
+// args returns the arguments of a query, led by the execution mode when the
+// statement runs unnamed (pgx reads a leading QueryExecMode as an option).
+func (s *statement) args(args ...any) []any {
+	if !s.exec {
+		return args
+	}
+	return append([]any{pgx.QueryExecModeExec}, args...)
+}
+
+// statements are a Client's statements, rendered and admitted on first use.
+type statements struct {
+	render *sqltmpl.Renderer
+	pool   *poolStatements
+	closed bool
+	byStmt sync.Map // *sqltmpl.Statement -> *statement
+}
+
+// get returns s rendered for the Client's schema, with how to run it. After
+// the first call for a statement it costs one map lookup.
+func (st *statements) get(s *sqltmpl.Statement) *statement {
+	if v, ok := st.byStmt.Load(s); ok {
+		return v.(*statement)
+	}
+	p := st.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := st.byStmt.Load(s); ok {
+		return v.(*statement)
+	}
+	out := &statement{sql: st.render.SQL(s)}
+	if !st.closed {
+		out.admitted = p.admit(out.sql)
+		out.exec = !out.admitted
+	}
+	st.byStmt.Store(s, out)
+	return out
+}
+
+// release gives back the Client's places in its pool's statement cache.
+func (st *statements) release() {
+	p := st.pool
+	sharedPools.mu.Lock()
+	defer sharedPools.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st.closed = true
+	st.byStmt.Range(func(_, v any) bool {
+		if s := v.(*statement); s.admitted {
+			p.drop(s.sql)
+		}
+		return true
+	})
+	if p.clients--; p.clients == 0 {
+		delete(sharedPools.byPool, p.key)
+	}
+}
+
+// poolStatements is what the Clients on one pool keep in its connections'
+// statement caches: at most room distinct statements.
+type poolStatements struct {
+	key     *pgxpool.Pool
+	room    int
+	clients int // guarded by sharedPools.mu
+
+	mu       sync.Mutex
+	admitted map[string]int // SQL -> Clients that hold it
+}
+
+// admit reports whether sql may be kept in the pool's statement caches.
+func (p *poolStatements) admit(sql string) bool {
+	if n, ok := p.admitted[sql]; ok {
+		p.admitted[sql] = n + 1
+		return true
+	}
+	if len(p.admitted) >= p.room {
+		return false
+	}
+	p.admitted[sql] = 1
+	return true
+}
+
+func (p *poolStatements) drop(sql string) {
+	if p.admitted[sql]--; p.admitted[sql] <= 0 {
+		delete(p.admitted, sql)
+	}
+}
+
+// sharedPools are the pools this process's Clients run on, standalone or
+// borrowed, each with what the Clients keep in its statement caches.
+var sharedPools = struct {
+	mu     sync.Mutex
+	byPool map[*pgxpool.Pool]*poolStatements
+}{byPool: make(map[*pgxpool.Pool]*poolStatements)}
+
+// newStatements registers a Client on pool; release unregisters it.
+func newStatements(pool *pgxpool.Pool, render *sqltmpl.Renderer) *statements {
+	sharedPools.mu.Lock()
+	defer sharedPools.mu.Unlock()
+	p, ok := sharedPools.byPool[pool]
+	if !ok {
+		p = &poolStatements{key: pool, room: cacheRoom(pool.Config().ConnConfig), admitted: make(map[string]int)}
+		sharedPools.byPool[pool] = p
+	}
+	p.clients++
+	return &statements{render: render, pool: p}
+}
+
+// cacheRoom is how many of the library's statements a pool's connections may
+// cache: a share of the cache the pool's query mode fills. In the modes that
+// cache nothing (exec, simple protocol, describe exec) there is no limit, and
+// the library never changes the host's mode.
+func cacheRoom(cc *pgx.ConnConfig) int {
+	capacity := 0
+	switch cc.DefaultQueryExecMode {
+	case pgx.QueryExecModeCacheStatement:
+		capacity = cc.StatementCacheCapacity
+	case pgx.QueryExecModeCacheDescribe:
+		capacity = cc.DescriptionCacheCapacity
+	default:
+		return int(^uint(0) >> 1)
+	}
+	return capacity - capacity/hostShare
+}
