@@ -24,29 +24,31 @@ func everyMethod(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	defer c.Close()
 	old := time.Now().Add(-time.Hour)
+	// Subjects new to the schema every time: Record creates them.
+	one, two := fmt.Sprintf("order:%d", time.Now().UnixNano()), fmt.Sprintf("order:%d", time.Now().UnixNano()+1)
 	steps := []struct {
 		name string
 		run  func() error
 	}{
 		{"Record", func() error {
-			_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "create", Subject: "order:1"})
+			_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "create", Subject: one})
 			return err
 		}},
 		{"RecordTx", func() error {
 			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				_, err := c.RecordTx(ctx, tx, mylib.Event{Actor: "a", Action: "pay", Subject: "order:2", At: old})
+				_, err := c.RecordTx(ctx, tx, mylib.Event{Actor: "a", Action: "pay", Subject: two, At: old})
 				return err
 			})
 		}},
 		{"List", func() error {
-			page, err := c.List(ctx, "order:1", 1, nil)
+			page, err := c.List(ctx, one, 1, nil)
 			if err == nil && page.Next != nil {
-				_, err = c.List(ctx, "order:1", 1, page.Next)
+				_, err = c.List(ctx, one, 1, page.Next)
 			}
 			return err
 		}},
 		{"Count", func() error {
-			_, err := c.Count(ctx, "order:1")
+			_, err := c.Count(ctx, one)
 			return err
 		}},
 		{"PurgeTx", func() error {
@@ -86,7 +88,7 @@ func TestGrants_RuntimeRoleNeedsEveryGrantAndNoMore(t *testing.T) {
 	require.NoError(t, everyMethod(t.Context(), pool), "with exactly the grants")
 
 	for _, ddl := range []string{"CREATE TABLE audit.t (id int)", "ALTER TABLE audit.events ADD COLUMN x int", "DROP TABLE audit.subjects",
-		"TRUNCATE audit.events", "DELETE FROM audit.mylib_goose_checksums", "INSERT INTO audit.mylib_goose_db_version (version_id, is_applied) VALUES (9, true)"} {
+		"TRUNCATE audit.events", "UPDATE audit.subjects SET name = 'x'", "DELETE FROM audit.mylib_goose_checksums", "INSERT INTO audit.mylib_goose_db_version (version_id, is_applied) VALUES (9, true)"} {
 		_, err := pool.Exec(t.Context(), ddl)
 		require.Error(t, err, "the runtime role must not: %s", ddl)
 		require.Regexp(t, "permission denied|must be owner", err.Error(), ddl)

@@ -13,8 +13,11 @@ type tablePrivileges struct {
 // method as a role with exactly these, and checks that each one is needed.
 //
 //   - events: List and Count read them, Record writes them, Purge deletes them;
-//   - subjects: Record finds or adds the subject, List and Count look it up.
+//   - subjects: Record finds or adds the subject and locks it FOR KEY SHARE,
+//     List and Count look it up, Purge locks the ones left without events FOR
+//     UPDATE and deletes them. Row locks need UPDATE on one column: id, which
+//     is GENERATED ALWAYS and so cannot be set to a value.
 var runtimePrivileges = []tablePrivileges{
 	{"events", []string{"SELECT", "INSERT", "DELETE"}},
-	{"subjects", []string{"SELECT", "INSERT"}},
+	{"subjects", []string{"SELECT", "INSERT", "DELETE", "UPDATE (id)"}},
 }
