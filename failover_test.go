@@ -2,6 +2,7 @@ package mylib_test
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,11 +141,16 @@ func TestNew_OnAHotStandby(t *testing.T) {
 		_, err = c.Record(t.Context(), mylib.Event{Actor: "bob", Action: "login", Subject: "account:42"})
 		require.ErrorContains(t, err, "read-only", "the standby refuses writes")
 	})
+	names, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	for i, n := range names {
+		names[i] = filepath.Base(n)
+	}
 	for _, tt := range []struct {
 		schema, pending string
 	}{
-		{schema: "never", pending: "(pending: 00001_events.sql, 00002_subjects.sql)"},
-		{schema: "behind", pending: "(pending: 00002_subjects.sql)"},
+		{schema: "never", pending: "(pending: " + strings.Join(names, ", ") + ")"},
+		{schema: "behind", pending: "(pending: " + strings.Join(names[1:], ", ") + ")"},
 	} {
 		t.Run("a schema behind is refused: "+tt.schema, func(t *testing.T) {
 			err := open(t, standby.DSN(), tt.schema)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -77,8 +79,13 @@ func TestStatusMigrateStatus(t *testing.T) {
 
 	r = runCommand(t, "", "migrate", "-dsn", dsn, "-schema", "audit")
 	require.Equal(t, exitOK, r.code, r)
-	require.Equal(t, "applied 00001_events.sql\napplied 00002_subjects.sql\nschema \"audit\" is up to date\n", r.stdout)
-	migratetest.RequireMigratedOnce(t, watch, "audit", 2)
+	files := migrationFiles(t)
+	want := ""
+	for _, f := range files {
+		want += "applied " + f + "\n"
+	}
+	require.Equal(t, want+"schema \"audit\" is up to date\n", r.stdout)
+	migratetest.RequireMigratedOnce(t, watch, "audit", len(files))
 
 	r = runCommand(t, dsn, "status", "-schema", "audit")
 	require.Equal(t, exitOK, r.code, r)
@@ -98,7 +105,7 @@ func TestStatusMigrateStatus(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &report), r.stdout)
 	require.Equal(t, "audit", report.Schema)
-	require.Len(t, report.Migrations, 2)
+	require.Len(t, report.Migrations, len(files))
 	require.Equal(t, mylib.StateApplied, report.Migrations[1].State)
 	require.Equal(t, "00002_subjects.sql", report.Migrations[1].File)
 	require.False(t, report.Migrations[1].AppliedAt.IsZero())
@@ -137,7 +144,8 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	r := runCommand(t, "", "sql", "-schema", "billing")
 	require.Equal(t, exitOK, r.code, r)
-	require.Contains(t, r.stdout, `-- mylib: migrations of schema "billing" above version 0: versions 1 to 2`)
+	files := migrationFiles(t)
+	require.Contains(t, r.stdout, fmt.Sprintf(`-- mylib: migrations of schema "billing" above version 0: versions 1 to %d`, len(files)))
 	script := t.TempDir() + "/billing.sql"
 	require.NoError(t, os.WriteFile(script, []byte(r.stdout), 0o644))
 	psqlCtx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -146,7 +154,7 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	require.NoError(t, err, "psql:\n%s", out)
 
 	watch := pgtest.Pool(t, dsn)
-	migratetest.RequireMigratedOnce(t, watch, "billing", 2)
+	migratetest.RequireMigratedOnce(t, watch, "billing", len(files))
 	holder, err := watch.Begin(t.Context())
 	require.NoError(t, err)
 	defer holder.Rollback(context.Background())
@@ -162,7 +170,7 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	require.NoError(t, err)
 	c.Close()
 	require.NotContains(t, logs.String(), "applied migrations")
-	migratetest.RequireMigratedOnce(t, watch, "billing", 2)
+	migratetest.RequireMigratedOnce(t, watch, "billing", len(files))
 	require.NoError(t, holder.Rollback(t.Context()))
 
 	r = runCommand(t, dsn, "status", "-schema", "billing")
@@ -172,11 +180,12 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	out, err = exec.CommandContext(psqlCtx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", script).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "00001_events.sql (version 1) is already applied to schema billing")
-	migratetest.RequireMigratedOnce(t, watch, "billing", 2)
+	migratetest.RequireMigratedOnce(t, watch, "billing", len(files))
 
-	r = runCommand(t, "", "sql", "-schema", "billing", "-from", "2")
+	latest := strconv.Itoa(len(files))
+	r = runCommand(t, "", "sql", "-schema", "billing", "-from", latest)
 	require.Equal(t, exitOK, r.code, r)
-	require.Contains(t, r.stdout, "none; the latest file is version 2")
+	require.Contains(t, r.stdout, "none; the latest file is version "+latest)
 }
 
 // lockKey is the migration lock's key for schema, read from the script
@@ -248,15 +257,27 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 
 // laterRelease is the library's migration files plus one more.
 func laterRelease(t *testing.T) fstest.MapFS {
-	files := fstest.MapFS{"00003_notes.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.notes}} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n")}}
-	entries, err := os.ReadDir("../../migrations")
-	require.NoError(t, err)
-	for _, e := range entries {
-		data, err := os.ReadFile("../../migrations/" + e.Name())
+	files := fstest.MapFS{}
+	for _, name := range migrationFiles(t) {
+		data, err := os.ReadFile("../../migrations/" + name)
 		require.NoError(t, err)
-		files[e.Name()] = &fstest.MapFile{Data: data}
+		files[name] = &fstest.MapFile{Data: data}
 	}
+	later := fmt.Sprintf("%05d_notes.sql", len(files)+1)
+	files[later] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE {{tables.notes}} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n")}
 	return files
+}
+
+// migrationFiles lists the library's migration files, numbered 1 to n.
+func migrationFiles(t *testing.T) []string {
+	t.Helper()
+	names, err := filepath.Glob("../../migrations/*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	for i, n := range names {
+		names[i] = filepath.Base(n)
+	}
+	return names
 }
 
 func TestUsage_BadInputExits2(t *testing.T) {
