@@ -208,7 +208,7 @@ func (r *holder) noTx(ctx context.Context, f *file) (ok bool, err error) {
 // a failure means. provider is reused if not nil.
 func (r *holder) apply(ctx context.Context, provider *goose.Provider, conn *stdlib.Conn, f *file, db *sql.DB) error {
 	if provider == nil {
-		store, err := newFencedStore(r.sf.versionTable, r.h)
+		store, err := newHeldStore(r.sf.versionTable, r.h, conn != r.h.conn)
 		if err == nil {
 			provider, err = goose.NewProvider(goose.DialectCustom, db, r.sf.fsys,
 				goose.WithStore(store),
