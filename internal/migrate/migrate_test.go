@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgdual/mylib/internal/pgtemp"
 	"github.com/pgdual/mylib/internal/pgtest"
 )
 
@@ -369,4 +371,92 @@ AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = current_database()
 	require.NoError(t, err, "starting again runs the file again")
 	require.Equal(t, []string{"00002_slow.sql"}, res.Applied)
 	require.Equal(t, []int64{1, 2}, r.versions())
+}
+
+// The script applies a NO TRANSACTION file outside a transaction, as goose
+// does, and records it like the others: Up then finds nothing to do.
+func TestScript_ThroughPsqlWithANoTransactionFile(t *testing.T) {
+	t.Parallel()
+	psql, err := pgtemp.Program("psql")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	files := fstest.MapFS{
+		"00001_a.sql": sqlFile("a"),
+		"00002_b.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY a_id ON {{tables.a}} (id);\n-- +goose Down\nDROP INDEX {{schema}}.a_id;\n")},
+	}
+	m, err := Load(module, files)
+	require.NoError(t, err)
+	script, err := m.Script("lib", 0)
+	require.NoError(t, err)
+	require.Contains(t, script, "00002_b.sql (version 2), marked NO TRANSACTION")
+	path := t.TempDir() + "/lib.sql"
+	require.NoError(t, os.WriteFile(path, []byte(script), 0o644))
+	r := newRun(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", r.pool.Config().ConnString(), "-f", path).CombinedOutput()
+	require.NoError(t, err, "psql:\n%s", out)
+	require.Equal(t, []int64{1, 2}, r.versions())
+	require.True(t, r.tableExists("a_id"))
+
+	res, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Empty(t, res.Applied, "the script recorded every file as Up would")
+	require.EqualValues(t, 2, res.Version)
+	status, err := m.Status(context.Background(), r.pool, "lib")
+	require.NoError(t, err)
+	require.Len(t, status, 2)
+	for _, s := range status {
+		require.Equal(t, Applied, s.State, s.File)
+		require.Empty(t, s.Note, "a checksum is recorded for %s", s.File)
+	}
+}
+
+// Status reads every state without changing anything, and returns the error
+// Up would refuse with.
+func TestStatus_EveryStateAndTheRefusal(t *testing.T) {
+	t.Parallel()
+	r := newRun(t)
+	ctx := context.Background()
+	load := func(fsys fstest.MapFS) *Migrations {
+		m, err := Load(module, fsys)
+		require.NoError(t, err)
+		return m
+	}
+	two := load(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	st, err := two.Status(ctx, r.pool, "lib")
+	require.NoError(t, err)
+	require.Equal(t, []string{Pending, Pending}, states(st), "a schema that does not exist: all pending")
+	var exists bool
+	require.NoError(t, r.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'lib')").Scan(&exists))
+	require.False(t, exists, "Status creates nothing")
+
+	_, err = r.up(fstest.MapFS{"00001_a.sql": sqlFile("a"), "00003_c.sql": sqlFile("c")})
+	require.NoError(t, err)
+	st, err = two.Status(ctx, r.pool, "lib")
+	require.NoError(t, err)
+	require.Equal(t, []string{Applied, Applied}, states(st))
+	require.False(t, st[0].AppliedAt.IsZero())
+
+	// A file below the applied version, an edited one, and an applied version no file has.
+	edited := load(fstest.MapFS{"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.a}} (id bigint);\n")}, "00002_b.sql": sqlFile("b")})
+	st, err = edited.Status(ctx, r.pool, "lib")
+	require.Error(t, err)
+	require.Equal(t, []string{Changed, Pending, Applied}, states(st))
+	require.Contains(t, st[1].Note, "out of order")
+	require.Equal(t, int64(3), st[2].Version)
+	require.Empty(t, st[2].File)
+	require.Contains(t, st[2].Note, "newer than this code")
+}
+
+func states(st []FileStatus) []string {
+	out := make([]string, len(st))
+	for i, s := range st {
+		out[i] = s.State
+	}
+	return out
 }
