@@ -24,7 +24,7 @@ type fault struct {
 	name string
 	// provoke opens the library while it injects the fault, and returns
 	// New's error and a DSN with the rights to start again.
-	provoke func(t *testing.T) (err error, dsn string)
+	provoke func(t *testing.T) (dsn string, err error)
 	is      []error
 	isNot   []error
 	words   []string
@@ -40,12 +40,12 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 	faults := []fault{
 		{
 			name: "the backend migrating is terminated mid-file",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
-				return midFile(t, dsn, dsn, func(watch *pgxpool.Pool, holder int32) {
+				return dsn, midFile(t, dsn, dsn, func(watch *pgxpool.Pool, holder int32) {
 					_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", holder)
 					require.NoError(t, err)
-				}), dsn
+				})
 			},
 			is:    []error{mylib.ErrLockLost, mylib.ErrRetryable, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrNotMigrated}, contextErrors...),
@@ -54,11 +54,11 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "the server crashes and restarts mid-file",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				_, dsn := pgtest.Restartable(t)
-				return midFile(t, dsn, dsn, func(_ *pgxpool.Pool, holder int32) {
+				return dsn, midFile(t, dsn, dsn, func(_ *pgxpool.Pool, holder int32) {
 					require.NoError(t, syscall.Kill(int(holder), syscall.SIGKILL), "a backend killed: the postmaster restarts them all")
-				}), dsn
+				})
 			},
 			is:    []error{mylib.ErrLockLost, mylib.ErrRetryable, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed}, contextErrors...),
@@ -67,11 +67,11 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "the server is restarted mid-file",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				srv, dsn := pgtest.Restartable(t)
-				return midFile(t, dsn, dsn, func(*pgxpool.Pool, int32) {
+				return dsn, midFile(t, dsn, dsn, func(*pgxpool.Pool, int32) {
 					require.NoError(t, srv.Restart(t.Context()))
-				}), dsn
+				})
 			},
 			is:    []error{mylib.ErrLockLost, mylib.ErrRetryable, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed}, contextErrors...),
@@ -80,9 +80,9 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "statement_timeout is shorter than a migration",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
-				return midFile(t, dsn, pgtest.SetParam(dsn, "options", "-c statement_timeout=300ms"), nil), dsn
+				return dsn, midFile(t, dsn, pgtest.SetParam(dsn, "options", "-c statement_timeout=300ms"), nil)
 			},
 			is:    []error{mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable, mylib.ErrLockLost}, contextErrors...),
@@ -91,9 +91,9 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "a lock the migration needs is held longer than lock_timeout",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
-				return midFile(t, dsn, pgtest.SetParam(dsn, "options", "-c lock_timeout=300ms"), nil), dsn
+				return dsn, midFile(t, dsn, pgtest.SetParam(dsn, "options", "-c lock_timeout=300ms"), nil)
 			},
 			is:    []error{mylib.ErrRetryable, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrLockLost}, contextErrors...),
@@ -102,13 +102,13 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "a runtime role without CREATE on the schema, which is empty",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
 				admin := pgtest.Pool(t, dsn)
 				exec(t, admin, "CREATE SCHEMA audit")
 				role, roleDSN := pgtest.Role(t, dsn, "app")
 				exec(t, admin, "GRANT USAGE ON SCHEMA audit TO "+role)
-				return open(t, roleDSN, "audit"), dsn
+				return dsn, open(t, roleDSN, "audit")
 			},
 			is:    []error{mylib.ErrNotMigrated, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable}, contextErrors...),
@@ -116,10 +116,10 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "a role without CREATE on the database, and no schema",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
 				_, roleDSN := pgtest.Role(t, dsn, "app")
-				return open(t, roleDSN, "audit"), dsn
+				return dsn, open(t, roleDSN, "audit")
 			},
 			is:    []error{mylib.ErrNotMigrated, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable}, contextErrors...),
@@ -127,9 +127,9 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "a read-only session (default_transaction_read_only) on an empty database",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
-				return open(t, pgtest.SetParam(dsn, "options", "-c default_transaction_read_only=on"), "audit"), dsn
+				return dsn, open(t, pgtest.SetParam(dsn, "options", "-c default_transaction_read_only=on"), "audit")
 			},
 			is:    []error{mylib.ErrNotMigrated, mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable}, contextErrors...),
@@ -137,12 +137,12 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 		},
 		{
 			name: "the host lends a schema that holds a table named like the library's",
-			provoke: func(t *testing.T) (error, string) {
+			provoke: func(t *testing.T) (string, error) {
 				dsn := pgtest.DSN(t)
 				pool := pgtest.Pool(t, dsn)
 				exec(t, pool, "CREATE TABLE public.subjects (id int)")
 				_, err := mylib.New(t.Context(), mylib.WithManager(host{pool, "public"}), mylib.WithLogger(quietLogger()))
-				return err, dsn
+				return dsn, err
 			},
 			is:    []error{mylib.ErrInvalidSchema},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable, mylib.ErrNotMigrated}, contextErrors...),
@@ -152,7 +152,7 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			err, dsn := f.provoke(t)
+			dsn, err := f.provoke(t)
 			require.Error(t, err)
 			t.Logf("New returned: %v", err)
 			for _, want := range f.is {
