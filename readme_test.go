@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgdual/mylib/internal/hostmod"
 )
 
 // TestReadme_GoBlocksCompileAsWritten: every Go block of the README is a
@@ -58,15 +60,8 @@ func TestReadme_GoBlocksCompileAsWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	host := "module example.com/readme\n\ngo " + goDirective(string(gomod)) + "\n\nrequire " + path + " v0.0.0\n\nreplace " + path + " => " + root + "\n"
-	sums, err := os.ReadFile("go.sum")
-	if err != nil {
+	if err := hostmod.Write(dir, "example.com/readme", hostmod.Library{Path: path, Dir: root}); err != nil {
 		t.Fatal(err)
-	}
-	for name, data := range map[string][]byte{"go.mod": []byte(host), "go.sum": sums} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -74,7 +69,7 @@ func TestReadme_GoBlocksCompileAsWritten(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "go", "vet", "./...")
 	cmd.Dir = dir
 	// Offline: every module the blocks need is one this library builds with.
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod -buildvcs=false", "GOPROXY=off", "GOSUMDB=off", "GOWORK=off", "GOTOOLCHAIN=local")
+	cmd.Env = append(os.Environ(), hostmod.Env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go vet of README.md's whole Go files (block N is the Nth of them): %v\n%s", err, out)
 	}
@@ -96,14 +91,4 @@ func goBlocks(markdown string) []string {
 		}
 	}
 	return blocks
-}
-
-// goDirective is the version on the go line of a go.mod file.
-func goDirective(gomod string) string {
-	for _, line := range strings.Split(gomod, "\n") {
-		if v, ok := strings.CutPrefix(line, "go "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgdual/mylib/internal/hostmod"
 	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/pgtest"
 )
@@ -539,22 +540,11 @@ func testHostWithTwoLibraries(t *testing.T, copyDir, copyPath, copyName string) 
 	var src bytes.Buffer
 	require.NoError(t, host.Execute(&src, map[string]any{"First": first, "Second": second, "MaxConns": maxConns}))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), src.Bytes(), 0o644))
-	gomod := "module example.com/host\n\ngo " + goVersion(t) + "\n\nrequire (\n"
-	for _, l := range []hostLibrary{first, second} {
-		gomod += "\t" + l.Path + " v0.0.0\n"
-	}
-	gomod += ")\n\n"
-	for _, l := range []hostLibrary{first, second} {
-		gomod += "replace " + l.Path + " => " + l.Dir + "\n"
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644))
-	sums, err := os.ReadFile(filepath.Join(templateDir(t), "go.sum"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sums, 0o644))
+	require.NoError(t, hostmod.Write(dir, "example.com/host",
+		hostmod.Library{Path: first.Path, Dir: first.Dir}, hostmod.Library{Path: second.Path, Dir: second.Dir}))
 
 	// Offline: every module is in the cache already, as the template builds.
-	env := []string{"GOFLAGS=-mod=mod -buildvcs=false", "GOPROXY=off", "GOSUMDB=off", "GOWORK=off", "GOTOOLCHAIN=local",
-		"HOST_DATABASE_URL=" + pgtest.DSN(t)}
+	env := append(slices.Clip(hostmod.Env), "HOST_DATABASE_URL="+pgtest.DSN(t))
 	out := goCommand(t, dir, env, "run", ".")
 	report := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -602,17 +592,4 @@ func migrationVersions(t *testing.T) string {
 		versions = append(versions, strconv.FormatInt(v, 10))
 	}
 	return strings.Join(versions, ",")
-}
-
-// goVersion is the go directive of the template's go.mod.
-func goVersion(t *testing.T) string {
-	data, err := os.ReadFile(filepath.Join(templateDir(t), "go.mod"))
-	require.NoError(t, err)
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "go "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	t.Fatal("go.mod has no go directive")
-	return ""
 }
