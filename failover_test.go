@@ -34,7 +34,7 @@ func TestNew_FailoverMidFileIsRetryableAndTheNextNewMigratesOnTheNewPrimary(t *t
 		"SELECT to_regclass('audit.mylib_goose_db_version') IS NOT NULL")
 
 	result := make(chan error, 1)
-	go func() { result <- open(t, dsn, "audit") }()
+	go func() { result <- open(t, dsn, "audit", patient) }()
 	migratetest.WaitInsideLock(t, pgtest.Pool(t, primary.DSN()), "audit")
 	crash := time.Now()
 	require.NoError(t, primary.Kill())
@@ -79,7 +79,7 @@ func TestNew_AMigrationLostInAFailoverIsAppliedAgainOnTheNewPrimary(t *testing.T
 	primary, standby := pgtest.Standby(t)
 	dsn := pgtest.SetParam(pgtest.MultiHostDSN(t, primary.DSN(), standby.DSN()), "target_session_attrs", "read-write")
 	onPrimary, onStandby := pgtest.Pool(t, primary.DSN()), pgtest.Pool(t, standby.DSN())
-	_, err := migrationsUpTo(t, 1).Up(t.Context(), onPrimary, "audit", quietLogger())
+	_, err := migrationsUpTo(t, 1).Up(t.Context(), onPrimary, "audit", migrate.Config{Log: quietLogger()})
 	require.NoError(t, err)
 	awaitReplay(t, onStandby, "version 1 and its checksum",
 		"SELECT count(*) = 1 FROM audit.mylib_goose_checksums")
@@ -119,7 +119,7 @@ func TestNew_OnAHotStandby(t *testing.T) {
 	_, err = c.Record(t.Context(), mylib.Event{Actor: "alice", Action: "login", Subject: "account:42"})
 	require.NoError(t, err)
 	c.Close()
-	_, err = migrationsUpTo(t, 1).Up(t.Context(), onPrimary, "behind", quietLogger())
+	_, err = migrationsUpTo(t, 1).Up(t.Context(), onPrimary, "behind", migrate.Config{Log: quietLogger()})
 	require.NoError(t, err)
 	onStandby := pgtest.Pool(t, standby.DSN())
 	awaitReplay(t, onStandby, "both schemas",

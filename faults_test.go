@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgdual/mylib"
+	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/migratetest"
 	"github.com/pgdual/mylib/internal/pgtest"
 )
@@ -87,17 +88,6 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 			is:    []error{mylib.ErrMigration},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable, mylib.ErrLockLost}, contextErrors...),
 			words: []string{"statement_timeout, which is 300ms for role", "raise it for the migrating role", "split the file", "00001_events.sql"},
-			retry: true,
-		},
-		{
-			name: "a lock the migration needs is held longer than lock_timeout",
-			provoke: func(t *testing.T) (string, error) {
-				dsn := pgtest.DSN(t)
-				return dsn, midFile(t, dsn, pgtest.SetParam(dsn, "options", "-c lock_timeout=300ms"), nil)
-			},
-			is:    []error{mylib.ErrRetryable, mylib.ErrMigration},
-			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrLockLost}, contextErrors...),
-			words: []string{"lock_timeout", "another session holds a lock", "start again"},
 			retry: true,
 		},
 		{
@@ -183,6 +173,51 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 	}
 }
 
+// A migration that needs a table a long transaction of the host holds: each
+// try of the file waits at most lock_timeout and gives way, so the host's
+// queries on the table go on, until New's deadline; the error is retryable,
+// says that the deadline ended it, and names the session that blocked it.
+// Nothing of the file is kept, and once the reader is gone, New migrates.
+func TestNew_ALockHeldUntilTheDeadlineIsNamed(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pool := pgtest.Pool(t, dsn)
+	_, err := migrationsUpTo(t, 1).Up(t.Context(), pool, "audit", migrate.Config{})
+	require.NoError(t, err)
+	reader, err := pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer reader.Rollback(context.Background())
+	_, err = reader.Exec(t.Context(), "SET application_name = 'monthly report'; SELECT count(*) FROM audit.events")
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err = mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()))
+	t.Logf("New returned: %v", err)
+	for _, is := range []error{mylib.ErrRetryable, mylib.ErrMigration, context.DeadlineExceeded} {
+		require.ErrorIs(t, err, is)
+	}
+	for _, not := range []error{mylib.ErrMigrationFailed, mylib.ErrLockLost, mylib.ErrNotMigrated, context.Canceled} {
+		require.NotErrorIs(t, err, not)
+	}
+	for _, w := range []string{"00002_subjects.sql", "ran out of lock_timeout (100ms)", "so that the host's queries could go on",
+		"blocked by pid", `application_name "monthly report"`, "idle in transaction", "transaction open", "AccessShareLock on events",
+		"start again once that transaction ends", "pg_terminate_backend", "give it a longer deadline"} {
+		require.ErrorContains(t, err, w)
+	}
+	require.Equal(t, 1, strings.Count(err.Error(), "mylib: "), "one prefix: %q", err)
+	require.Equal(t, map[int64]int{1: 1}, migratetest.VersionCounts(t, pool, "audit"), "nothing of the file kept")
+	require.Equal(t, 0, migratetest.AdvisoryLocks(t, pool))
+
+	require.NoError(t, reader.Rollback(t.Context()))
+	require.NoError(t, open(t, dsn, "audit"), "once the reader is gone, New migrates")
+	migratetest.RequireMigratedOnce(t, pool, "audit", migrationFiles(t))
+}
+
+// patient makes a migration wait for the blocked version table (see
+// migratetest.Block) as it would for a slow file, rather than give way.
+var patient = mylib.WithLockTimeout(time.Hour)
+
 // midFile opens the library on reach while its first file waits inside the
 // migration lock, calls inject (if not nil) with the lock holder's backend,
 // and returns New's error. admin reaches the same database with all rights.
@@ -191,7 +226,7 @@ func midFile(t *testing.T, admin, reach string, inject func(watch *pgxpool.Pool,
 	release := migratetest.Block(t, admin, "audit")
 	defer release()
 	result := make(chan error, 1)
-	go func() { result <- open(t, reach, "audit") }()
+	go func() { result <- open(t, reach, "audit", patient) }()
 	if inject != nil {
 		watch := pgtest.Pool(t, admin)
 		inject(watch, migratetest.WaitInsideLock(t, watch, "audit"))
@@ -217,8 +252,8 @@ func settled(t *testing.T, pool *pgxpool.Pool) bool {
 }
 
 // open runs New standalone on dsn and closes the Client it may return.
-func open(t *testing.T, dsn, schema string) error {
-	c, err := mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quietLogger()))
+func open(t *testing.T, dsn, schema string, opts ...mylib.Option) error {
+	c, err := mylib.New(t.Context(), append([]mylib.Option{mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quietLogger())}, opts...)...)
 	if err == nil {
 		c.Close()
 	}

@@ -77,6 +77,10 @@ var (
 	// created or changed. Run the migrations with the schema owner's role on
 	// the primary (a deploy step), then start again.
 	ErrNotMigrated = errors.New(moduleName + ": schema not migrated")
+	// ErrIrreversible is wrapped when MigrateTo would have to undo a file
+	// that has no Down section, or an applied version that no file of this
+	// code has. Nothing is changed.
+	ErrIrreversible = errors.New(moduleName + ": migration cannot be undone")
 )
 
 // kinds maps the errors of the machinery to the sentinels above.
@@ -89,7 +93,7 @@ var kinds = []struct{ internal, public error }{
 	{migrate.ErrRetryable, ErrRetryable},
 	{migrate.ErrNotMigrated, ErrNotMigrated},
 	{migrate.ErrSchemaClash, ErrInvalidSchema},
-	{migrate.ErrPoolTooSmall, ErrInvalidConfig},
+	{migrate.ErrIrreversible, ErrIrreversible},
 	{sqltmpl.ErrSchemaName, ErrInvalidSchema},
 }
 
@@ -114,6 +118,8 @@ type Client struct {
 	sql    *sqltmpl.Renderer
 	stmts  *statements // how its statements run on the pool (statements.go)
 	log    *slog.Logger
+	// migration is how it migrates: its logger and lock_timeout.
+	migration migrate.Config
 	closed atomic.Bool
 	// forget removes a standalone pool from the process's registry of pools.
 	forget func()
@@ -131,11 +137,21 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 
 // start opens the Client and brings its schema up to date: New, and Migrate.
 func start(ctx context.Context, caller string, opts []Option) (*Client, migrate.Result, error) {
+	return startTo(ctx, caller, opts, nil)
+}
+
+// startTo is start, taking the schema to version target when it is not nil.
+func startTo(ctx context.Context, caller string, opts []Option, target *int64) (*Client, migrate.Result, error) {
 	c, set, secrets, err := prepare(caller, opts)
 	if err != nil {
 		return nil, migrate.Result{}, err
 	}
-	res, err := set.Up(ctx, c.pool, c.schema, c.log)
+	var res migrate.Result
+	if target == nil {
+		res, err = set.Up(ctx, c.pool, c.schema, c.migration)
+	} else {
+		res, err = set.To(ctx, c.pool, c.schema, *target, c.migration)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// Closing waits for the connections the deadline broke, which
@@ -175,14 +191,17 @@ func prepare(caller string, opts []Option) (c *Client, set *migrate.Migrations, 
 		return nil, nil, nil, fmt.Errorf("%w: the embedded migrations are unusable: %w", ErrMigration, err)
 	}
 	c, secrets, err = open(&cfg, log)
+	if c != nil {
+		c.migration = migrate.Config{Log: log, LockTimeout: cfg.lockTimeout}
+	}
 	return c, set, secrets, err
 }
 
 // startError gives an error of the migrations the sentinels it matches; all
-// but a server that could not be reached or a too small pool are ErrMigration.
+// but a server that could not be reached are ErrMigration.
 func startError(err error) error {
 	is := make([]error, 0, 3)
-	if !errors.Is(err, migrate.ErrConnect) && !errors.Is(err, migrate.ErrPoolTooSmall) {
+	if !errors.Is(err, migrate.ErrConnect) {
 		is = append(is, ErrMigration)
 	}
 	for _, k := range kinds {

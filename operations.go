@@ -25,6 +25,34 @@ func Migrate(ctx context.Context, opts ...Option) (applied []string, err error) 
 	return res.Applied, nil
 }
 
+// Moved says what MigrateTo did.
+type Moved struct {
+	// Applied lists the files applied, in order.
+	Applied []string `json:"applied,omitempty"`
+	// Undone lists the files whose Down section ran, newest first.
+	Undone []string `json:"undone,omitempty"`
+	// Version is the schema's version afterwards.
+	Version int64 `json:"version"`
+}
+
+// MigrateTo takes the schema to version: up, applying the files up to it, or
+// down, running the Down sections of the applied files above it, newest
+// first, each in a transaction of its own under the migration lock, as New
+// migrates (0 undoes every file). It is how an operator takes a schema back
+// before rolling the code back to an older release. Before it changes
+// anything, it refuses (ErrIrreversible) when a file to undo has no Down
+// section or when the schema holds a version that no file of this code has
+// (a newer release's: take the schema down with that release), and as New
+// does when a file changed or is out of order. On error, it returns what
+// was done before the error.
+func MigrateTo(ctx context.Context, version int64, opts ...Option) (Moved, error) {
+	c, res, err := startTo(ctx, "MigrateTo", opts, &version)
+	if err == nil {
+		c.Close()
+	}
+	return Moved{Applied: res.Applied, Undone: res.Undone, Version: res.Version}, err
+}
+
 // The states of a migration in MigrationStatus.State.
 const (
 	StateApplied = "applied" // applied, and unchanged since (or applied before checksums were recorded)

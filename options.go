@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -40,6 +41,7 @@ type config struct {
 	schema      *string
 	logger      *slog.Logger
 	poolConfigs []func(*pgxpool.Config)
+	lockTimeout time.Duration
 }
 
 // WithDSN makes the library standalone: it parses dsn with
@@ -100,6 +102,25 @@ func WithLogger(l *slog.Logger) Option {
 			return errors.New("WithLogger is given a nil logger: omit the option to log to slog.Default()")
 		}
 		c.logger = l
+		return nil
+	})
+}
+
+// WithLockTimeout sets the lock_timeout of every statement of the
+// library's migrations (default 100 ms). A migration that changes a table
+// waits for the table's lock behind the host's open transactions, and every
+// later query of the host on that table waits behind the migration: this
+// bounds that wait. A statement that runs out of it is rolled back with its
+// file, which is tried again after a short pause until New's context ends,
+// so the host's queries run between tries. Concurrent index builds are not
+// bounded by it: they block no query, and they wait for every older
+// transaction of the database.
+func WithLockTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d < time.Millisecond {
+			return fmt.Errorf("WithLockTimeout is given %v: give at least 1ms (100ms is the default)", d)
+		}
+		c.lockTimeout = d
 		return nil
 	})
 }

@@ -242,7 +242,7 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 	// runtime role's to use, with no new grant.
 	set, err := migrate.Load(migratetest.Module, laterRelease(t))
 	require.NoError(t, err)
-	_, err = set.Up(ctx, admin, "audit", slog.New(slog.DiscardHandler))
+	_, err = set.Up(ctx, admin, "audit", migrate.Config{})
 	require.NoError(t, err)
 	_, err = appPool.Exec(ctx, "INSERT INTO audit.notes (body) VALUES ('hello')")
 	require.NoError(t, err, "default privileges cover a table a later migration creates")

@@ -115,7 +115,7 @@ func openMember(ctx context.Context, dsn, schema string, hold time.Duration) err
 		return err
 	}
 	defer pool.Close()
-	_, err = set.Up(ctx, pool, schema, quiet)
+	_, err = set.Up(ctx, pool, schema, migrate.Config{Log: quiet})
 	return err
 }
 

@@ -270,7 +270,7 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 				result := make(chan error, 1)
 				pool := pgtest.Pool(t, reach)
 				go func() {
-					_, err := set.Up(context.Background(), pool, "audit", quiet)
+					_, err := set.Up(context.Background(), pool, "audit", migrate.Config{Log: quiet})
 					result <- err
 				}()
 				return result

@@ -9,18 +9,19 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// pinnedDB is a database/sql handle for goose whose one connection is c, a
-// connection the migrator already holds: goose never asks the pool for
-// another. With inLockTx, c is in the lock's transaction, which the migrator
-// commits or rolls back itself: the transaction goose begins for a file is
-// that one, and its Commit and Rollback leave it to the migrator.
+// pinnedDB is a database/sql handle for goose whose one connection is c, the
+// connection the migrator holds: goose never asks the pool for another. The
+// transaction goose begins for a file is the lock's, which the migrator
+// commits or rolls back itself. While exec is set (a file marked NO
+// TRANSACTION, run under the lease), goose's statements go through it.
 //
 // Closing the handle leaves c to the migrator, which releases it.
-func pinnedDB(c *stdlib.Conn, inLockTx bool) *sql.DB {
-	db := sql.OpenDB(&pinnedConnector{conn: &pinnedConn{Conn: c, inLockTx: inLockTx}})
+func pinnedDB(c *stdlib.Conn) (*sql.DB, *pinnedConn) {
+	pc := &pinnedConn{Conn: c}
+	db := sql.OpenDB(&pinnedConnector{conn: pc})
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
-	return db
+	return db, pc
 }
 
 type pinnedConnector struct {
@@ -46,15 +47,24 @@ var errLostPinned = errors.New("the migration's connection was closed")
 // methods that pinning needs.
 type pinnedConn struct {
 	*stdlib.Conn
-	inLockTx bool
+	exec func(ctx context.Context, stmt string) error
 }
 
-// BeginTx begins a transaction, or joins the lock's transaction.
-func (c *pinnedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	if !c.inLockTx {
-		return c.Conn.BeginTx(ctx, opts)
-	}
+// BeginTx joins the lock's transaction.
+func (c *pinnedConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
 	return lockTx{}, nil
+}
+
+// ExecContext runs a statement of a file: in the lock's transaction as it
+// is, or through exec under the lease.
+func (c *pinnedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if c.exec == nil || len(args) > 0 {
+		return c.Conn.ExecContext(ctx, query, args)
+	}
+	if err := c.exec(ctx, query); err != nil {
+		return nil, err
+	}
+	return driver.RowsAffected(0), nil
 }
 
 // ResetSession keeps the connection: it is in the lock's transaction by design.

@@ -28,6 +28,32 @@ type file struct {
 	// noTx: the file is marked NO TRANSACTION, so a failure keeps the
 	// statements before it.
 	noTx bool
+	// hasDown: its Down section has a statement, so it can be undone.
+	hasDown bool
+	text    string // as written
+}
+
+// names reports whether the file names the identifier id: an index it may
+// build, say. Identifiers are compared as PostgreSQL folds unquoted ones.
+func (f *file) names(id string) bool {
+	text := strings.ToLower(f.text)
+	id = strings.ToLower(id)
+	for i := strings.Index(text, id); i >= 0; {
+		end := i + len(id)
+		if (i == 0 || !identByte(text[i-1])) && (end == len(text) || !identByte(text[end])) {
+			return true
+		}
+		next := strings.Index(text[i+1:], id)
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return false
+}
+
+func identByte(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c >= 0x80
 }
 
 // loadFiles reads every .sql file at the root of fsys, in version order. A file
@@ -61,10 +87,23 @@ func loadFiles(fsys fs.FS) ([]file, error) {
 			return nil, fmt.Errorf("migration file %s: %w", name, err)
 		}
 		files = append(files, file{name: name, version: version, checksum: checksum(text), stmt: stmt,
-			noTx: bytes.Contains(text, []byte("+goose NO TRANSACTION"))})
+			noTx: bytes.Contains(text, []byte("+goose NO TRANSACTION")), hasDown: hasStatement(section(string(text), "down")),
+			text: string(text)})
 	}
 	slices.SortFunc(files, func(a, b file) int { return cmp.Compare(a.version, b.version) })
 	return files, nil
+}
+
+// hasStatement reports whether SQL holds anything but comments and white
+// space.
+func hasStatement(sql string) bool {
+	for _, line := range strings.Split(sql, "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && line != ";" && !strings.HasPrefix(line, "--") {
+			return true
+		}
+	}
+	return false
 }
 
 // checksum identifies a file's content: the first 64 bits of its SHA-256,

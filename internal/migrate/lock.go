@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3/database"
 )
 
 // The migration lock is a transaction-level advisory lock, taken with
@@ -21,34 +20,39 @@ import (
 // migration file runs in such a transaction of its own, on that connection:
 // the file, its version row and its checksum commit together with the lock
 // held, and the COMMIT travels with the next file's BEGIN and lock attempt.
-// One connection per migrator:
+// One connection per migrator, always:
 //   - no hold-and-wait: a migrator never holds a connection while it waits
 //     for another, so any number of concurrent starts on a pool of any size
 //     complete, and behind PgBouncer in transaction pooling mode each needs
 //     one server connection at a time;
 //   - nothing runs unlocked: a lost connection loses the lock and the file
 //     in flight together;
-//   - the transaction is never idle while a file runs, so no idle-transaction
-//     timeout of a server or a pooler ends it.
+//   - no lock outlives a holder that stopped talking: the lock's transaction
+//     sets idle_in_transaction_session_timeout to the lease (Config.Lease),
+//     so the server ends it when a frozen or partitioned holder leaves it
+//     idle that long; it is never idle otherwise (the next statement follows
+//     each reply at once), and a killed holder's goes at once.
+//
+// A file marked NO TRANSACTION cannot run inside a transaction. For it the
+// holder turns the lock into a lease (lease.go): a row that names it, which
+// it renews before each statement, runs the file on the same connection with
+// no transaction open, and takes the lock back to record the version. No
+// transaction of a migrator stays open while a concurrent index build runs,
+// so the build never waits for one.
 //
 // Waiters hold no connection while they back off: a blocking lock would pin
 // a server connection behind PgBouncer, and a session lock outlives its
 // transaction on a pooled server connection that nobody owns (both measured).
-// The lock dies with the holder's transaction: a killed migrator releases it
-// at once.
-//
-// A file marked NO TRANSACTION cannot run inside the transaction: it runs on
-// a second connection while the first holds the lock, and the second is
-// taken only when it comes at once (see secondWait).
 type lock struct {
 	pool *pgxpool.Pool
 	key  int64
-	// probe is a query of one row that travels with each attempt, in a
+	cfg  Config
+	// probe is a query of one row that travels with the first attempt, in a
 	// statement of its own after the lock is taken, so that it sees what
 	// the previous holder committed; held.probe is its answer.
 	probe string
-	// check is the fast path's query: a waiter runs it with the ROLLBACK
-	// of a failed attempt, and stops waiting when done says it may.
+	// check is the fast path's query: a waiter runs it when it looks, and
+	// stops waiting when done says it may.
 	check string
 }
 
@@ -73,36 +77,26 @@ func lockKey(module, schema string) int64 {
 const (
 	backoffFirst = 1 * time.Millisecond
 	backoffMax   = 5 * time.Millisecond
-	// secondWait bounds how long a holder that needs a second connection
-	// (for a NO TRANSACTION file) waits for it before it gives the lock and
-	// its connection up and backs off: two holders on a pool with no third
-	// connection would otherwise wait for each other forever.
-	secondWait = 100 * time.Millisecond
-	// heartbeat keeps the lock's transaction from looking idle to a pooler
-	// while a NO TRANSACTION file runs on another connection: keep
-	// PgBouncer's idle_transaction_timeout above it.
-	heartbeat = time.Second
 )
 
 // held is an acquired lock: an open transaction on a connection of the pool.
 type held struct {
 	lock  lock
 	conn  *stdlib.Conn
-	pid   int32    // the server process of the lock's transaction
 	probe []string // the probe's row, as text
 }
 
 func (h *held) pg() *pgconn.PgConn { return h.conn.Conn().PgConn() }
 
 // acquire takes the lock, waiting as long as ctx allows. An attempt is one
-// round trip: it begins the lock's transaction and tries the lock. While
-// another migrator holds it, a waiter peeks instead, in one statement outside
-// any transaction of its own: whether the lock is free at that moment, and
-// the check query, from whose answer done says whether the holder has already
-// finished the work (then acquire returns (nil, nil) without the lock). It
-// attempts again once the lock is free, and holds no connection while it
-// sleeps between peeks.
-func (l lock) acquire(ctx context.Context, done func(state) (bool, error)) (*held, error) {
+// round trip: it begins the lock's transaction, tries the lock and runs the
+// probe. While another migrator holds it, a waiter peeks instead, in one
+// statement outside any transaction of its own: whether the lock is free at
+// that moment, and the check query, from whose answer done says whether the
+// holder has already finished the work (then acquire returns (nil, nil)
+// without the lock). It attempts again once the lock is free, and holds no
+// connection while it sleeps between peeks.
+func (l lock) acquire(ctx context.Context, done func(*pgconn.Result) bool) (*held, error) {
 	connector := stdlib.GetPoolConnector(l.pool)
 	wait := backoffFirst
 	free := true // as far as this waiter knows: attempt, rather than peek
@@ -114,13 +108,13 @@ func (l lock) acquire(ctx context.Context, done func(state) (bool, error)) (*hel
 		h := &held{lock: l, conn: dc.(*stdlib.Conn)}
 		sql := "SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "); " + l.check
 		if free {
-			sql = l.attempt(h.pg(), "")
+			sql = l.attempt(h.pg()) + "; " + l.probe
 		}
 		results, err := h.pg().Exec(ctx, sql).ReadAll()
 		if free {
 			got := false
 			if err == nil {
-				got, _, err = h.parse(results, false)
+				got, err = h.parse(results)
 			}
 			if err != nil {
 				_ = h.conn.Close() // the pool closes a connection left mid-transaction
@@ -144,12 +138,8 @@ func (l lock) acquire(ctx context.Context, done func(state) (bool, error)) (*hel
 		}
 		// An error of the check is the holder not done yet (a table not
 		// there), or a passing one: the next look tells.
-		if err == nil {
-			if st, perr := stateOf(results[len(results)-1]); perr == nil {
-				if ok, err := done(st); ok || err != nil {
-					return nil, err
-				}
-			}
+		if err == nil && done(results[len(results)-1]) {
+			return nil, nil
 		}
 		if free {
 			continue
@@ -159,30 +149,6 @@ func (l lock) acquire(ctx context.Context, done func(state) (bool, error)) (*hel
 		}
 		wait = min(wait*2, backoffMax)
 	}
-}
-
-// stateOf reads the rows of a state query (version, checksum) sent in the
-// simple protocol, as text.
-func stateOf(res *pgconn.Result) (state, error) {
-	if res.Err != nil {
-		return nil, res.Err
-	}
-	st := make(state, len(res.Rows))
-	for _, row := range res.Rows {
-		if len(row) != 2 {
-			return nil, fmt.Errorf("unexpected reply to a state query: %d columns", len(row))
-		}
-		v, err := strconv.ParseInt(string(row[0]), 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		sum, err := strconv.ParseInt(string(row[1]), 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		st[v] = sum
-	}
-	return st, nil
 }
 
 func (l lock) fail(ctx context.Context, conn *pgconn.PgConn, err error, doing string) error {
@@ -207,80 +173,81 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// attempt is the statement of one attempt, followed by then, if not empty.
-// The key is a number we computed, so it can be inlined, which lets BEGIN,
-// the settings, the attempt and the probe travel in one simple-protocol round
-// trip. READ COMMITTED whatever the host's default, so each statement sees
-// what other sessions committed. A host's idle_in_transaction_session_timeout
-// (and, from PostgreSQL 17, transaction_timeout) is set off for this
-// transaction only: it idles while a NO TRANSACTION file runs on another
-// connection. From PostgreSQL 14, the server checks every second that the
-// client is still there while a statement runs, so a killed migrator's lock
-// goes within a second rather than when its statement ends. statement_timeout
-// and lock_timeout stay as the host set them.
-func (l lock) attempt(pg *pgconn.PgConn, then string) string {
-	off := "SET LOCAL idle_in_transaction_session_timeout = 0; "
+// attempt is the statement of one attempt: it begins the lock's transaction
+// and tries the lock (see begin).
+func (l lock) attempt(pg *pgconn.PgConn) string { return l.begin(pg, false) }
+
+// begin begins the lock's transaction and takes the lock: it tries, or with
+// wait it waits for the lock up to a second. The key is a number we
+// computed, so it can be inlined, which lets it travel in one simple-protocol
+// round trip with what comes before and after. READ COMMITTED whatever the
+// host's default, so each statement sees what other sessions committed. The
+// settings last as long as the transaction:
+//   - idle_in_transaction_session_timeout is the lease: a holder that stops
+//     talking (frozen, partitioned) loses the lock that long after its last
+//     statement, while a working holder is never idle;
+//   - lock_timeout bounds every lock wait of the migration, so that the
+//     host's queries never queue behind a migration's ALTER for longer;
+//   - client_connection_check_interval: the server checks every second
+//     that the client is still there while a statement runs, so a killed
+//     migrator's lock goes within a second rather than when its statement
+//     ends;
+//   - transaction_timeout (PostgreSQL 17) is off: a long file is not a fault.
+//
+// statement_timeout stays as the host set it.
+func (l lock) begin(pg *pgconn.PgConn, wait bool) string {
+	settings := []string{
+		setLocal("idle_in_transaction_session_timeout", l.cfg.Lease),
+		setLocal("lock_timeout", l.cfg.LockTimeout),
+		"pg_catalog.set_config('client_connection_check_interval', '1000', true)",
+	}
 	major, _, _ := strings.Cut(pg.ParameterStatus("server_version"), ".")
-	if atoiOr0(major) >= 14 {
-		off += "SET LOCAL client_connection_check_interval = 1000; "
+	if n, _ := strconv.Atoi(major); n >= 17 {
+		settings = append(settings, "pg_catalog.set_config('transaction_timeout', '0', true)")
 	}
-	if atoiOr0(major) >= 17 {
-		off += "SET LOCAL transaction_timeout = 0; "
+	key := strconv.FormatInt(l.key, 10)
+	if wait {
+		// Separate statements: the wait must see its own lock_timeout.
+		return "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.set_config('lock_timeout', '1000', true); " +
+			"SELECT pg_catalog.pg_advisory_xact_lock(" + key + "); SELECT " + strings.Join(settings, ", ")
 	}
-	sql := "BEGIN ISOLATION LEVEL READ COMMITTED; " + off +
-		"SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "), pg_catalog.pg_backend_pid(); " + l.probe
-	if then != "" {
-		sql += "; " + then
-	}
-	return sql
+	return "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(" + key + "), " + strings.Join(settings, ", ")
 }
 
-// parse reads the replies to attempt at the end of results (with then's
-// after them when withThen) and reports whether the lock was taken, and
-// then's reply.
-func (h *held) parse(results []*pgconn.Result, withThen bool) (got bool, then *pgconn.Result, err error) {
-	if withThen {
-		if len(results) == 0 {
-			return false, nil, errors.New("no reply to the migration lock attempt")
-		}
-		then, results = results[len(results)-1], results[:len(results)-1]
-	}
+// setLocal is a call that sets a setting in milliseconds for the transaction.
+func setLocal(name string, d time.Duration) string {
+	return "pg_catalog.set_config('" + name + "', '" + strconv.FormatInt(d.Milliseconds(), 10) + "', true)"
+}
+
+// parse reads the replies to an attempt and the probe, at the end of
+// results, and reports whether the lock was taken.
+func (h *held) parse(results []*pgconn.Result) (got bool, err error) {
 	if len(results) < 2 {
-		return false, nil, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d results", len(results))
+		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d results", len(results))
 	}
 	attempt, probe := results[len(results)-2], results[len(results)-1]
-	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) != 2 || len(probe.Rows) != 1 {
-		return false, nil, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(attempt.Rows))
+	if len(attempt.Rows) != 1 || len(attempt.Rows[0]) < 1 || len(probe.Rows) != 1 {
+		return false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(attempt.Rows))
 	}
-	pid, err := strconv.ParseInt(string(attempt.Rows[0][1]), 10, 32)
-	if err != nil {
-		return false, nil, err
-	}
-	h.pid, h.probe = int32(pid), make([]string, len(probe.Rows[0]))
+	h.probe = make([]string, len(probe.Rows[0]))
 	for i, v := range probe.Rows[0] {
 		h.probe[i] = string(v)
 	}
-	return string(attempt.Rows[0][0]) == "t", then, nil
+	return string(attempt.Rows[0][0]) == "t", nil
 }
 
-func atoiOr0(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
-}
-
-// commit runs last (if not empty) in the lock's transaction and commits it,
-// within ctx; with relock, it then begins the next transaction, attempts the
-// lock again and runs then (a query whose reply it returns), in the same
-// round trip. committed is false when the transaction certainly did not
-// commit, and also when the reply to COMMIT was lost (then err says so and
-// the connection is closed).
-func (h *held) commit(ctx context.Context, last string, relock bool, then string) (committed, got bool, thenReply *pgconn.Result, err error) {
+// commit runs first (if not empty) in the lock's transaction and commits it;
+// with relock, it then begins the next transaction and attempts the lock
+// again, in the same round trip. committed is false when the transaction
+// certainly did not commit, and also when the reply to COMMIT was lost (then
+// err says so and the connection is closed).
+func (h *held) commit(ctx context.Context, first string, relock bool) (committed, got bool, err error) {
 	sql := "COMMIT"
-	if last != "" {
-		sql = last + "; COMMIT"
+	if first != "" {
+		sql = first + "; COMMIT"
 	}
 	if relock {
-		sql += "; " + h.lock.attempt(h.pg(), then)
+		sql += "; " + h.lock.attempt(h.pg())
 	}
 	results, err := h.pg().Exec(ctx, sql).ReadAll()
 	for _, r := range results {
@@ -294,10 +261,13 @@ func (h *held) commit(ctx context.Context, last string, relock bool, then string
 		}
 	}
 	if err != nil || !relock {
-		return committed, false, nil, err
+		return committed, false, err
 	}
-	got, thenReply, err = h.parse(results, then != "")
-	return committed, got, thenReply, err
+	last := results[len(results)-1]
+	if len(last.Rows) != 1 || len(last.Rows[0]) < 1 {
+		return committed, false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(last.Rows))
+	}
+	return committed, string(last.Rows[0][0]) == "t", nil
 }
 
 // release ends the lock's transaction, if one is open, and returns the
@@ -313,101 +283,3 @@ func (h *held) release(ctx context.Context) error {
 	_, err := h.pg().Exec(ctx, "ROLLBACK").ReadAll()
 	return err
 }
-
-// keepAlive runs a trivial statement in the lock's transaction every
-// heartbeat until stop is called, so that a pooler's idle-transaction timeout
-// does not end it while a NO TRANSACTION file runs on another connection.
-// A failure is left to the fence to report.
-func (h *held) keepAlive() (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), heartbeat)
-				_, err := h.pg().Exec(ctx, "SELECT").ReadAll()
-				cancel()
-				if err != nil {
-					return
-				}
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-	}
-}
-
-// fencedInsertSQL records a version only while a server process still holds
-// an advisory lock on a bigint key, which pg_locks shows as two 32-bit halves:
-// the check and the write are one statement, in the migration's transaction.
-// Every value is a number the library computed, inlined: one round trip.
-// Catalog names are qualified: a role's search_path cannot stand in for them.
-const fencedInsertSQL = `INSERT INTO %s (version_id, is_applied) SELECT %d, true WHERE EXISTS (
-	SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
-	AND pid = %d AND classid = %d::bigint::oid AND objid = %d::bigint::oid AND objsubid = 1
-	AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))`
-
-// heldStore is goose's version store as a holder of the lock uses it. The
-// holder read the state under the lock and created the table if missing, so
-// the store asks the database neither whether the table exists nor whether
-// the version goose is about to apply is recorded (it is not). It records a
-// version in one simple statement; on the second connection of a NO
-// TRANSACTION file (fenced), only while the lock's transaction still holds
-// the lock, so that the version is not recorded after that connection was
-// lost, while another migrator may already have taken the lock.
-type heldStore struct {
-	database.StoreExtender
-	table  string
-	h      *held
-	fenced bool
-}
-
-// newHeldStore wraps goose's store for the version table.
-func newHeldStore(table string, h *held, fenced bool) (database.Store, error) {
-	store, err := database.NewStore(database.DialectPostgres, table)
-	if err != nil {
-		return nil, err
-	}
-	ext, ok := store.(database.StoreExtender)
-	if !ok {
-		return nil, fmt.Errorf("goose's postgres store (%T) no longer reports whether its table exists", store)
-	}
-	return heldStore{StoreExtender: ext, table: table, h: h, fenced: fenced}, nil
-}
-
-// TableExists implements database.StoreExtender: the holder made sure of it.
-func (s heldStore) TableExists(context.Context, database.DBTxConn) (bool, error) { return true, nil }
-
-// GetMigration implements database.Store: goose asks before it applies a
-// version, which the holder's state shows is not recorded.
-func (s heldStore) GetMigration(context.Context, database.DBTxConn, int64) (*database.GetMigrationResult, error) {
-	return nil, database.ErrVersionNotFound
-}
-
-// Insert implements database.Store.
-func (s heldStore) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {
-	if !s.fenced {
-		_, err := db.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (version_id, is_applied) VALUES (%d, true)", s.table, req.Version))
-		return err
-	}
-	res, err := db.ExecContext(ctx, fmt.Sprintf(fencedInsertSQL, s.table, req.Version,
-		s.h.pid, int64(uint64(s.h.lock.key)>>32), int64(uint32(s.h.lock.key))))
-	if err != nil {
-		return fmt.Errorf("recording version %d: %w", req.Version, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return errFenced
-	}
-	return nil
-}
-
-// errFenced: the fence found the lock gone when a version was to be recorded.
-var errFenced = fmt.Errorf("%w: the connection holding it was lost before the version was recorded", ErrLockLost)

@@ -3,9 +3,14 @@
 // a lock keyed on (module, schema), with a checksum recorded for every applied
 // file so that an edited migration is refused.
 //
-// A start on an up-to-date schema costs one query: the versions and checksums
-// the database holds are compared with the embedded files before any lock is
-// taken or any goose Provider is built.
+// A start on an up-to-date schema costs one query of one row, whatever the
+// number of files: a digest of the versions and checksums the database holds
+// is compared with the digest of the embedded files before any lock is taken
+// or any goose Provider is built.
+//
+// The files: lock.go takes the lock, lease.go stands in for it while a file
+// that cannot run in a transaction runs, apply.go runs files under it,
+// errors.go says what went wrong.
 package migrate
 
 import (
@@ -14,15 +19,56 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3/database"
 )
+
+// Defaults of Config.
+const (
+	// DefaultLockTimeout bounds each lock wait of a migration statement:
+	// the host's queries on a table wait at most this long behind a
+	// migration's ALTER, then the migration gives way and tries again.
+	DefaultLockTimeout = 100 * time.Millisecond
+	// DefaultLease is how long a migrator that stopped talking (frozen,
+	// partitioned) keeps the migration lock after its last statement.
+	DefaultLease = 15 * time.Second
+)
+
+// Config is how a migration behaves toward the host.
+type Config struct {
+	// Log is where applied files and a schema newer than the code are
+	// logged; nil discards.
+	Log *slog.Logger
+	// LockTimeout is each migration statement's lock_timeout; 0 is
+	// DefaultLockTimeout. A statement that runs out of it is rolled back
+	// and its file tried again after a short pause, until the context ends.
+	LockTimeout time.Duration
+	// Lease is how long a holder of the lock that stops talking keeps it;
+	// 0 is DefaultLease.
+	Lease time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.LockTimeout <= 0 {
+		c.LockTimeout = DefaultLockTimeout
+	}
+	if c.Lease <= 0 {
+		c.Lease = DefaultLease
+	}
+	return c
+}
 
 // Migrations is a library's set of migration files, parsed once, ready to run
 // against any schema.
@@ -34,6 +80,7 @@ type Migrations struct {
 	files        []file
 	byVersion    map[int64]*file
 	tables       []string // every {{tables.x}} the files name
+	digest       string   // what the fast path's query answers when every file is applied, unchanged
 
 	mu       sync.Mutex
 	rendered map[string]*schemaFiles
@@ -44,9 +91,14 @@ type Migrations struct {
 type schemaFiles struct {
 	schema          string
 	fsys            *renderedFS
-	versionTable    string // schema.table as goose pastes it, unquoted
+	goose           database.Store // goose's store of the version table
+	versionTable    string         // schema.table as goose pastes it, unquoted
+	sums            string         // the checksum table, quoted
+	leaseTable      string         // the lease's table, quoted
 	fastSQL         string
+	appliedSQL      string // the checksum table's rows: the fast path's second look
 	stateSQL        string
+	invalidSQL      string // the schema's invalid indexes
 	probeSQL        string
 	createSchemaSQL string
 	versionsSQL     string // goose's own CREATE TABLE for its version table
@@ -70,15 +122,42 @@ func Load(module string, fsys fs.FS) (*Migrations, error) {
 		byVersion:    make(map[int64]*file, len(files)),
 		rendered:     make(map[string]*schemaFiles),
 	}
+	all := make(state, len(files))
 	for i := range m.files {
 		m.byVersion[m.files[i].version] = &m.files[i]
+		all[m.files[i].version] = m.files[i].checksum
 		for _, t := range m.files[i].stmt.Tables() {
 			if !slices.Contains(m.tables, t) {
 				m.tables = append(m.tables, t)
 			}
 		}
 	}
+	m.digest = all.digest()
 	return m, nil
+}
+
+// digest is what the fast path's query answers for a checksum table that
+// holds st: the number of rows, the highest version, and the sum of each
+// checksum times its version. An applied file missing, an unknown one, an
+// edited one or two swapped ones change it.
+func (st state) digest() string {
+	var top int64
+	sum := new(big.Int)
+	for v, c := range st {
+		top = max(top, v)
+		sum.Add(sum, new(big.Int).Mul(big.NewInt(c), big.NewInt(v)))
+	}
+	return strconv.Itoa(len(st)) + "," + strconv.FormatInt(top, 10) + "," + sum.String()
+}
+
+// current reports whether a reply to the fast path's query says every file
+// is applied, unchanged, and nothing else.
+func (m *Migrations) current(res *pgconn.Result) bool {
+	if res == nil || res.Err != nil || len(res.Rows) != 1 || len(res.Rows[0]) != 3 {
+		return false
+	}
+	row := res.Rows[0]
+	return string(row[0])+","+string(row[1])+","+string(row[2]) == m.digest
 }
 
 // VersionTable is the goose version table of the library named module.
@@ -87,6 +166,11 @@ func VersionTable(module string) string { return module + "_goose_db_version" }
 // ChecksumTable is the table beside the version table that records the checksum
 // of every applied migration file.
 func ChecksumTable(module string) string { return module + "_goose_checksums" }
+
+// LeaseTable is the table that holds the lease standing in for the
+// migration lock while a file marked NO TRANSACTION runs (lease.go). It is
+// created the first time such a file runs.
+func LeaseTable(module string) string { return module + "_goose_lease" }
 
 // Latest returns the highest version among the files.
 func (m *Migrations) Latest() int64 { return m.files[len(m.files)-1].version }
@@ -101,7 +185,11 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	versionsDDL, err := gooseVersionTableDDL(schema + "." + m.versionTable)
+	store, err := database.NewStore(database.DialectPostgres, schema+"."+m.versionTable)
+	if err != nil {
+		return nil, err
+	}
+	versionsDDL, err := gooseVersionTableDDL(store)
 	if err != nil {
 		return nil, err
 	}
@@ -114,8 +202,17 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 	s := &schemaFiles{
 		schema:       schema,
 		fsys:         fsys,
+		goose:        store,
 		versionTable: schema + "." + m.versionTable,
-		fastSQL:      `SELECT version_id, checksum FROM ` + sums,
+		sums:         sums,
+		leaseTable:   pgx.Identifier{schema, LeaseTable(m.module)}.Sanitize(),
+		// One row, however many files: compared with m.digest.
+		fastSQL: `SELECT pg_catalog.count(*)::text, coalesce(pg_catalog.max(version_id), 0)::text,
+	coalesce(pg_catalog.sum(checksum::numeric * version_id), 0)::text FROM ` + sums,
+		appliedSQL: `SELECT version_id, checksum FROM ` + sums,
+		invalidSQL: `SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+WHERE NOT i.indisvalid AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `)
+ORDER BY 1`,
 		stateSQL: `SELECT v.version_id, coalesce(c.checksum, 0) FROM ` + versions + ` v LEFT JOIN ` + sums +
 			` c USING (version_id) WHERE v.is_applied AND v.version_id > 0`,
 		// Asked with the lock, after it is taken: what the session may do
@@ -174,43 +271,51 @@ func parseProbe(row []string) (probe, error) {
 	return p, nil
 }
 
-// Result says what Up did.
+// Result says what Up or To did.
 type Result struct {
 	// Applied lists the files applied by this call, in order.
 	Applied []string
+	// Undone lists the files whose Down section this call ran, in order.
+	Undone []string
 	// Version is the schema's version afterwards.
 	Version int64
 }
 
 // Up brings schema up to date: it creates the schema when missing and applies
 // pending files, each in a transaction of its own that holds the migration
-// lock (files marked NO TRANSACTION run outside it, under the lock held by a
-// transaction on another connection). Several
-// processes may call it at once on one schema: one migrates, the others wait
-// without holding a connection and then find nothing to do. It holds at most
-// one connection of the pool at a time, except while a NO TRANSACTION file
-// runs.
-func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, log *slog.Logger) (Result, error) {
+// lock (files marked NO TRANSACTION run outside one, under the lease that
+// stands in for the lock). Several processes may call it at once on one
+// schema: one migrates, the others wait without holding a connection and
+// then find nothing to do. It holds one connection of the pool at a time.
+func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, cfg Config) (Result, error) {
+	cfg = cfg.withDefaults()
 	sf, err := m.forSchema(schema)
 	if err != nil {
 		return Result{}, err
 	}
-	// Fast path: one query of one table, no lock. The checksum table holds a
+	// Fast path: one query of one row, no lock. The checksum table holds a
 	// row for every version the library applied (it records only versions
-	// goose's table holds, in the lock's transaction), so when it has every
-	// file with its checksum, the schema is up to date. Anything else, a
-	// version goose applied but not yet recorded included, takes the locked
-	// path, which reads goose's own table. Reading one table instead of two
-	// saves a fresh connection most of the cost of the query.
+	// goose's table holds, in the lock's transaction), so when its digest
+	// is the files', the schema is up to date. Otherwise a second look
+	// reads its rows: a schema newer than the code is left as it is, with a
+	// warning. Anything else, a version goose applied but not yet recorded
+	// included, takes the locked path, which reads goose's own table.
 	var fast plan
-	st, err := m.query(ctx, pool, sf.fastSQL)
+	var count, top, sum string
+	err = pool.QueryRow(ctx, sf.fastSQL, pgx.QueryExecModeSimpleProtocol).Scan(&count, &top, &sum)
 	switch {
+	case err == nil && count+","+top+","+sum == m.digest:
+		return Result{Version: m.Latest()}, nil
 	case err == nil:
+		st, err := m.query(ctx, pool, sf.appliedSQL)
+		if err != nil {
+			return Result{}, m.stateError(ctx, err, schema)
+		}
 		if fast, err = m.plan(st, schema); err != nil {
 			return Result{}, err
 		}
 		if fast.upToDate() {
-			fast.warnNewer(log, schema, m.Latest())
+			fast.warnNewer(cfg.Log, schema, m.Latest())
 			return Result{Version: fast.version}, nil
 		}
 	case isMissing(err):
@@ -218,7 +323,60 @@ func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, 
 	default:
 		return Result{}, m.stateError(ctx, err, schema)
 	}
-	return m.upLocked(ctx, pool, sf, fast, log)
+	return m.upLocked(ctx, pool, sf, fast, cfg, nil)
+}
+
+// To takes schema to version target: up, applying the files up to it, or
+// down, running the Down sections of the applied files above it, newest
+// first, each in a transaction of its own under the migration lock (as Up
+// does). It refuses, before changing anything, when a file to undo has no
+// Down section, when an applied version above the target has no file, or
+// when the schema is not where the files expect (drift, a file out of
+// order).
+func (m *Migrations) To(ctx context.Context, pool *pgxpool.Pool, schema string, target int64, cfg Config) (Result, error) {
+	if target < 0 {
+		return Result{}, fmt.Errorf("the target version is %d: give 0 to undo every file, or a file's version", target)
+	}
+	if target > m.Latest() {
+		return Result{}, fmt.Errorf("the target version is %d, but the latest file is version %d (%s): give a version up to it", target, m.Latest(), m.byVersion[m.Latest()].name)
+	}
+	cfg = cfg.withDefaults()
+	sf, err := m.forSchema(schema)
+	if err != nil {
+		return Result{}, err
+	}
+	return m.upLocked(ctx, pool, sf, plan{pending: m.versions()}, cfg, &target)
+}
+
+// steps lists the versions a holder applies (up) or undoes toward target
+// (nil: every file), in order, after the refusals of a move down.
+func (m *Migrations) steps(p plan, target *int64, schema string) (versions []int64, up bool, err error) {
+	if target == nil || *target >= p.version {
+		for _, v := range p.pending {
+			if target == nil || v <= *target {
+				versions = append(versions, v)
+			}
+		}
+		return versions, true, nil
+	}
+	for _, v := range slices.Backward(p.applied) {
+		if v <= *target {
+			break
+		}
+		f, ok := m.byVersion[v]
+		if !ok {
+			return nil, false, newError(context.Background(), []error{ErrIrreversible}, nil,
+				"cannot take schema %q down to version %d: it is at version %d, which no file of this code has, so this code cannot undo it: run the release that applied it to take the schema down first",
+				schema, *target, v)
+		}
+		if !f.hasDown {
+			return nil, false, newError(context.Background(), []error{ErrIrreversible}, nil,
+				"cannot take schema %q down to version %d: %s (version %d) has no Down section, so it cannot be undone; nothing was changed",
+				schema, *target, f.name, v)
+		}
+		versions = append(versions, v)
+	}
+	return versions, false, nil
 }
 
 // stateError says why the migration state could not be read.
@@ -297,8 +455,9 @@ func isMissing(err error) bool {
 
 type plan struct {
 	pending  []int64
-	backfill bool  // applied files without a recorded checksum
-	version  int64 // highest applied version
+	applied  []int64 // in order
+	backfill bool    // applied files without a recorded checksum
+	version  int64   // highest applied version
 	newer    []int64
 }
 
@@ -321,7 +480,9 @@ func (m *Migrations) plan(st state, schema string) (plan, error) {
 	var p plan
 	for v := range st {
 		p.version = max(p.version, v)
+		p.applied = append(p.applied, v)
 	}
+	slices.Sort(p.applied)
 	for _, f := range m.files {
 		sum, applied := st[f.version]
 		switch {

@@ -42,7 +42,7 @@ func (r *run) up(fsys fstest.MapFS) (Result, error) {
 	r.t.Helper()
 	m, err := Load(module, fsys)
 	require.NoError(r.t, err)
-	return m.Up(context.Background(), r.pool, "lib", slog.New(slog.NewTextHandler(r.logs, nil)))
+	return m.Up(context.Background(), r.pool, "lib", Config{Log: slog.New(slog.NewTextHandler(r.logs, nil))})
 }
 
 func (r *run) versions() []int64 {
@@ -190,7 +190,7 @@ func TestUp_InterruptedByTheCallersDeadlineIsNotABrokenFile(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
-	_, err = m.Up(ctx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	_, err = m.Up(ctx, r.pool, "lib", Config{})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NotErrorIs(t, err, ErrFailed)
 	require.ErrorContains(t, err, "longer deadline")
@@ -242,7 +242,7 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = m.Up(waitCtx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	_, err = m.Up(waitCtx, r.pool, "lib", Config{})
 	took := time.Since(start)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "waiting for the migration lock")
@@ -255,7 +255,7 @@ func TestUp_CancelledWhileWaitingForTheLockReturnsPromptlyAndHoldsNothing(t *tes
 	require.Equal(t, 1, locks, "only the holder's lock is held")
 	require.NoError(t, holder.Rollback(ctx))
 
-	_, err = m.Up(ctx, r.pool, "lib", slog.New(slog.DiscardHandler))
+	_, err = m.Up(ctx, r.pool, "lib", Config{})
 	require.NoError(t, err, "once the holder is gone the next start migrates")
 }
 
@@ -266,38 +266,31 @@ func TestUp_PoolOfOneConnectionMigrates(t *testing.T) {
 	one := pgtest.Pool(t, pgtest.DSN(t), func(c *pgxpool.Config) { c.MaxConns = 1 })
 	m, err := Load(module, fstest.MapFS{"00001_a.sql": sqlFile("a"), "00002_b.sql": sqlFile("b")})
 	require.NoError(t, err)
-	res, err := m.Up(context.Background(), one, "lib", slog.New(slog.DiscardHandler))
+	res, err := m.Up(context.Background(), one, "lib", Config{})
 	require.NoError(t, err)
 	require.Equal(t, []string{"00001_a.sql", "00002_b.sql"}, res.Applied)
 }
 
-// A file marked NO TRANSACTION runs on a second connection while the first
-// holds the lock: a pool of one says so at once rather than wait forever.
-func TestUp_NoTransactionFileOnAPoolOfOneFailsFast(t *testing.T) {
+// A file marked NO TRANSACTION runs under the lease, on the one connection
+// the migrator holds: a pool of one migrates it.
+func TestUp_NoTransactionFileOnAPoolOfOneMigrates(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	one := pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	one := pgtest.Pool(t, pgtest.DSN(t), func(c *pgxpool.Config) { c.MaxConns = 1 })
 	m, err := Load(module, fstest.MapFS{
 		"00001_a.sql": sqlFile("a"),
 		"00002_b.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY a_id ON {{tables.a}} (id);\n")},
+		"00003_c.sql": sqlFile("c"),
 	})
 	require.NoError(t, err)
-	log := slog.New(slog.DiscardHandler)
-
-	start := time.Now()
-	res, err := m.Up(context.Background(), one, "lib", log)
-	require.ErrorIs(t, err, ErrPoolTooSmall)
-	require.ErrorContains(t, err, "00002_b.sql is marked NO TRANSACTION")
-	require.ErrorContains(t, err, "at least 2")
-	require.Less(t, time.Since(start), 5*time.Second, "fails fast, without waiting on the pool")
-	require.Equal(t, []string{"00001_a.sql"}, res.Applied, "the file before it is applied and kept")
-
-	res, err = m.Up(context.Background(), pgtest.Pool(t, dsn, func(c *pgxpool.Config) { c.MaxConns = 2 }), "lib", log)
+	res, err := m.Up(context.Background(), one, "lib", Config{})
 	require.NoError(t, err)
-	require.Equal(t, []string{"00002_b.sql"}, res.Applied)
+	require.Equal(t, []string{"00001_a.sql", "00002_b.sql", "00003_c.sql"}, res.Applied)
 	r := &run{t: t, pool: one}
-	require.Equal(t, []int64{1, 2}, r.versions())
+	require.Equal(t, []int64{1, 2, 3}, r.versions())
 	require.True(t, r.tableExists("a_id"), "CREATE INDEX CONCURRENTLY ran outside a transaction")
+	var leases int
+	require.NoError(t, one.QueryRow(context.Background(), "SELECT count(*) FROM lib.mylib_goose_lease").Scan(&leases))
+	require.Zero(t, leases, "the lease is given back with the version")
 }
 
 func TestLoad_BadFilesAreRefusedNamingTheFile(t *testing.T) {
@@ -331,48 +324,6 @@ func TestChecksum_IgnoresLineEndingsAndTrailingSpace(t *testing.T) {
 	require.NotEqual(t, base, checksum([]byte("-- +goose Up\n CREATE TABLE t (id int);\n")), "leading space is content")
 }
 
-// A file marked NO TRANSACTION runs on a second connection while the first
-// holds the lock. When the lock's connection is lost meanwhile, the second
-// notices only when it records the version: the fence refuses, and the error
-// is a lost lock, not a failed file.
-func TestUp_LockLostWhileANoTransactionFileRunsIsALostLock(t *testing.T) {
-	t.Parallel()
-	r := newRun(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
-	m, err := Load(module, fstest.MapFS{
-		"00001_a.sql":    sqlFile("a"),
-		"00002_slow.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE TABLE IF NOT EXISTS {{tables.b}} (id int);\nSELECT pg_sleep(1);\n")},
-	})
-	require.NoError(t, err)
-	result := make(chan error, 1)
-	go func() {
-		_, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
-		result <- err
-	}()
-	watch := pgtest.Pool(t, r.pool.Config().ConnString())
-	var holder int32
-	require.Eventually(t, func() bool {
-		err := watch.QueryRow(context.Background(), `SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
-AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = current_database()
-	AND a.query LIKE 'SELECT pg_sleep(1)%' AND a.state = 'active' AND a.pid <> l.pid)`).Scan(&holder)
-		return err == nil
-	}, 10*time.Second, 5*time.Millisecond, "the file should run on a second connection while the first holds the lock")
-	_, err = watch.Exec(context.Background(), "SELECT pg_terminate_backend($1)", holder)
-	require.NoError(t, err)
-
-	err = <-result
-	require.ErrorIs(t, err, ErrLockLost)
-	require.ErrorIs(t, err, ErrRetryable)
-	require.NotErrorIs(t, err, ErrFailed)
-	require.ErrorContains(t, err, "its version was not recorded, so the next start runs it again")
-	require.Equal(t, []int64{1}, r.versions(), "the fence kept the version out")
-
-	res, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
-	require.NoError(t, err, "starting again runs the file again")
-	require.Equal(t, []string{"00002_slow.sql"}, res.Applied)
-	require.Equal(t, []int64{1, 2}, r.versions())
-}
-
 // The script applies a NO TRANSACTION file outside a transaction, as goose
 // does, and records it like the others: Up then finds nothing to do.
 func TestScript_ThroughPsqlWithANoTransactionFile(t *testing.T) {
@@ -403,7 +354,7 @@ func TestScript_ThroughPsqlWithANoTransactionFile(t *testing.T) {
 	require.Equal(t, []int64{1, 2}, r.versions())
 	require.True(t, r.tableExists("a_id"))
 
-	res, err := m.Up(context.Background(), r.pool, "lib", slog.New(slog.DiscardHandler))
+	res, err := m.Up(context.Background(), r.pool, "lib", Config{})
 	require.NoError(t, err)
 	require.Empty(t, res.Applied, "the script recorded every file as Up would")
 	require.EqualValues(t, 2, res.Version)

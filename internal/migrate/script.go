@@ -81,27 +81,31 @@ END %[1]s;
 
 // upSection returns the statements of a goose SQL file's Up section, ended
 // with a semicolon.
-func upSection(text string) string {
+func upSection(text string) string { return section(text, "up") }
+
+// section returns the lines of a goose SQL file's Up or Down section (which
+// is "up" or "down"), trimmed, ended with a semicolon when not empty.
+func section(text, which string) string {
 	var out []string
 	in := false
 	for _, line := range strings.Split(text, "\n") {
 		switch annotation(line) {
 		case "up":
-			in = true
+			in = which == "up"
 			continue
 		case "down":
-			in = false
+			in = which == "down"
 			continue
 		}
 		if in {
 			out = append(out, line)
 		}
 	}
-	up := strings.TrimSpace(strings.Join(out, "\n"))
-	if up != "" && !strings.HasSuffix(up, ";") {
-		up += ";"
+	body := strings.TrimSpace(strings.Join(out, "\n"))
+	if body != "" && !strings.HasSuffix(body, ";") {
+		body += ";"
 	}
-	return up
+	return body
 }
 
 // annotation returns "up" or "down" for goose's section markers.
@@ -125,11 +129,7 @@ func annotation(line string) string {
 
 // gooseVersionTableDDL is the statement goose runs to create its version
 // table, taken from goose's own store so that the two never differ.
-func gooseVersionTableDDL(table string) (string, error) {
-	store, err := database.NewStore(database.DialectPostgres, table)
-	if err != nil {
-		return "", err
-	}
+func gooseVersionTableDDL(store database.Store) (string, error) {
 	var rec recorder
 	if err := store.CreateVersionTable(context.Background(), &rec); err != nil {
 		return "", err

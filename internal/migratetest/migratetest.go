@@ -26,6 +26,9 @@ const Module = "mylib"
 // VersionTable is schema's version table, schema-qualified and unquoted.
 func VersionTable(schema string) string { return schema + "." + migrate.VersionTable(Module) }
 
+// BlockerName is the application_name of Block's session.
+const BlockerName = "migratetest blocker"
+
 // Block makes the next migration of schema wait inside the migration lock,
 // mid-file, until release is called: it creates the schema's version table as
 // goose does and locks it against writes (reads still pass), so the first
@@ -42,7 +45,10 @@ func Block(t testing.TB, dsn, schema string) (release func()) {
 	require.NoError(t, store.CreateVersionTable(ctx, db))
 	require.NoError(t, store.Insert(ctx, db, database.InsertRequest{Version: 0}))
 
-	conn, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgx.ParseConfig(dsn)
+	require.NoError(t, err)
+	cfg.RuntimeParams["application_name"] = BlockerName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; BEGIN; LOCK TABLE "+VersionTable(schema)+" IN EXCLUSIVE MODE")
 	require.NoError(t, err)
