@@ -120,7 +120,7 @@ type Client struct {
 	log    *slog.Logger
 	// migration is how it migrates: its logger and lock_timeout.
 	migration migrate.Config
-	closed atomic.Bool
+	closed    atomic.Bool
 	// forget removes a standalone pool from the process's registry of pools.
 	forget func()
 }
