@@ -3,6 +3,7 @@ package mylib
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"reflect"
 	"time"
@@ -42,6 +43,7 @@ type config struct {
 	logger      *slog.Logger
 	poolConfigs []func(*pgxpool.Config)
 	lockTimeout time.Duration
+	files       fs.FS // migrations other than the embedded ones: tests of the machinery
 }
 
 // WithDSN makes the library standalone: it parses dsn with
@@ -121,6 +123,16 @@ func WithLockTimeout(d time.Duration) Option {
 			return fmt.Errorf("WithLockTimeout is given %v: give at least 1ms (100ms is the default)", d)
 		}
 		c.lockTimeout = d
+		return nil
+	})
+}
+
+// withFiles makes New migrate with the migration files at the root of fsys
+// instead of the embedded ones: tests of the machinery give it files of
+// their own (export_test.go).
+func withFiles(fsys fs.FS) Option {
+	return optionFunc(func(c *config) error {
+		c.files = fsys
 		return nil
 	})
 }

@@ -118,6 +118,7 @@ type holder struct {
 // again.
 func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 	r.db, r.conn = pinnedDB(r.h.conn)
+	r.conn.hook = r.m.hook
 	defer r.db.Close()
 	defer r.release(ctx)
 	r.leaseSQL = leaseSQL{table: r.sf.leaseTable, module: r.m.module}

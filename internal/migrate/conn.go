@@ -48,6 +48,7 @@ var errLostPinned = errors.New("the migration's connection was closed")
 type pinnedConn struct {
 	*stdlib.Conn
 	exec func(ctx context.Context, stmt string) error
+	hook func(stmt string) // Migrations.hook
 }
 
 // BeginTx joins the lock's transaction.
@@ -58,6 +59,9 @@ func (c *pinnedConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, erro
 // ExecContext runs a statement of a file: in the lock's transaction as it
 // is, or through exec under the lease.
 func (c *pinnedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if c.hook != nil {
+		c.hook(query)
+	}
 	if c.exec == nil || len(args) > 0 {
 		return c.Conn.ExecContext(ctx, query, args)
 	}

@@ -133,7 +133,9 @@ func (l lock) acquire(ctx context.Context, done func(*pgconn.Result) bool) (*hel
 			return nil, ferr
 		}
 		_ = h.conn.Close()
-		if len(results) == 2 && len(results[0].Rows) == 1 && len(results[0].Rows[0]) == 1 && string(results[0].Rows[0][0]) == "t" {
+		// The peek's answer comes first; the check may fail after it (its
+		// tables not there yet, or never, if the holder died first).
+		if len(results[0].Rows) == 1 && len(results[0].Rows[0]) == 1 && string(results[0].Rows[0][0]) == "t" {
 			free = true // the peek found it free
 		}
 		// An error of the check is the holder not done yet (a table not

@@ -84,6 +84,9 @@ type Migrations struct {
 
 	mu       sync.Mutex
 	rendered map[string]*schemaFiles
+	// hook, set by tests, is called before each statement of a file: to
+	// stop a migrator between two statements, as a frozen process would.
+	hook func(stmt string)
 }
 
 // schemaFiles is the set rendered for one schema, with the statements used to
