@@ -58,6 +58,7 @@ const (
 	StateApplied = "applied" // applied, and unchanged since (or applied before checksums were recorded)
 	StatePending = "pending" // not applied yet
 	StateChanged = "changed" // applied, and the file has changed since: New refuses with ErrDrift
+	StateInvalid = "invalid" // an invalid index in the schema (MigrationStatus.Index), left by a concurrent build that failed
 )
 
 // MigrationStatus is where one migration file, or one applied version that
@@ -67,19 +68,23 @@ type MigrationStatus struct {
 	// File is the migration file's name; empty for an applied version that
 	// no file has (newer than this code, or a file deleted or renamed).
 	File string `json:"file,omitempty"`
-	// State is StateApplied, StatePending or StateChanged.
+	// State is StateApplied, StatePending, StateChanged or StateInvalid.
 	State string `json:"state"`
 	// AppliedAt is when the version was recorded, as goose's table holds it
 	// (a timestamp without time zone, in the migrating session's zone).
 	AppliedAt time.Time `json:"applied_at,omitzero"`
 	// Note says why the state matters, when it does: drift, a file out of
-	// order, a version without a file.
+	// order, a version without a file, an invalid index, and what to do.
 	Note string `json:"note,omitempty"`
+	// Index is the invalid index, schema-qualified, when State is
+	// StateInvalid; Version and File are then those of the file that names
+	// it, if any.
+	Index string `json:"index,omitempty"`
 }
 
 // Status reports where the schema stands, one entry per migration file and
-// per applied version that no file has, in version order, without changing
-// anything: it takes no lock and creates nothing, not even a missing schema.
+// per applied version that no file has, in version order, then one per
+// invalid index of the schema (StateInvalid), without changing anything: it takes no lock and creates nothing, not even a missing schema.
 // When New would refuse the schema (an applied file changed, a file numbered
 // below the applied version, an applied version whose file is gone), Status
 // returns the entries and an error that wraps ErrDrift, ErrOutOfOrder or
@@ -93,7 +98,7 @@ func Status(ctx context.Context, opts ...Option) ([]MigrationStatus, error) {
 	files, err := set.Status(ctx, c.pool, c.schema)
 	out := make([]MigrationStatus, len(files))
 	for i, f := range files {
-		out[i] = MigrationStatus{Version: f.Version, File: f.File, State: f.State, AppliedAt: f.AppliedAt, Note: f.Note}
+		out[i] = MigrationStatus{Version: f.Version, File: f.File, State: f.State, AppliedAt: f.AppliedAt, Note: f.Note, Index: f.Index}
 	}
 	if err != nil {
 		return out, redact.Error(startError(err), secrets...)

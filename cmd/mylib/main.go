@@ -4,8 +4,10 @@
 // application needs and nothing more. With no command it runs the demo.
 // Its commands:
 //
-//	migrate [-dsn DSN] [-schema NAME]            bring the schema up to date, print what was applied
-//	status  [-dsn DSN] [-schema NAME] [-json]    one line per migration file: applied, pending or changed
+//	migrate [-dsn DSN] [-schema NAME] [-to V]    bring the schema up to date, or to version V (down through
+//	                                             the files' Down sections); print what was applied or undone
+//	status  [-dsn DSN] [-schema NAME] [-json]    one line per migration file (applied, pending or changed)
+//	                                             and per invalid index
 //	sql     [-schema NAME] [-from VERSION]       print a psql script for the files above VERSION
 //	grant   [-dsn DSN] [-schema NAME] -role ROLE give ROLE what the library needs at run time
 //	demo    [-dsn DSN]                           run the library end to end (a throwaway server without -dsn)
@@ -52,7 +54,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"migrate", "[-dsn DSN] [-schema NAME]", "bring the schema up to date (what New does), print what was applied", migrateCmd},
+	{"migrate", "[-dsn DSN] [-schema NAME] [-to VERSION]", "bring the schema up to date (what New does), or to VERSION, down through the files' Down sections; print what was applied or undone", migrateCmd},
 	{"status", "[-dsn DSN] [-schema NAME] [-json]", "one line per migration file: version, file, applied | pending | changed, when applied", statusCmd},
 	{"sql", "[-schema NAME] [-from VERSION]", "print a psql script for the files above VERSION (default 0)", sqlCmd},
 	{"grant", "[-dsn DSN] [-schema NAME] -role ROLE", "give ROLE what the library needs at run time, print the statements", grantCmd},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,21 +77,45 @@ func fail(errOut io.Writer, cmd string, err error) int {
 func migrateCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
 	t.define(fs)
+	to := fs.String("to", "", "take the schema to this version: up, or down through the files' Down sections (0 undoes every file)")
+	lockTimeout := fs.Duration("lock-timeout", 0, "each migration statement's lock_timeout (default 100ms); a statement that runs out of it gives way and is tried again")
 	return func(ctx context.Context, out, errOut io.Writer) int {
 		opts, ok := t.options(errOut, "migrate")
 		if !ok {
 			return exitUsage
 		}
+		if *lockTimeout != 0 {
+			opts = append(opts, mylib.WithLockTimeout(*lockTimeout))
+		}
 		ctx, cancel := t.context(ctx)
 		defer cancel()
-		applied, err := mylib.Migrate(ctx, opts...)
-		for _, f := range applied {
+		if *to == "" {
+			applied, err := mylib.Migrate(ctx, opts...)
+			for _, f := range applied {
+				fmt.Fprintf(out, "applied %s\n", f)
+			}
+			if err != nil {
+				return fail(errOut, "migrate", err)
+			}
+			fmt.Fprintf(out, "schema %q is up to date\n", t.schema)
+			return exitOK
+		}
+		version, err := strconv.ParseInt(*to, 10, 64)
+		if err != nil || version < 0 {
+			fmt.Fprintf(errOut, "%s migrate: -to %q is not a version: give a file's number, or 0 to undo every file\n", progName, *to)
+			return exitUsage
+		}
+		moved, err := mylib.MigrateTo(ctx, version, opts...)
+		for _, f := range moved.Applied {
 			fmt.Fprintf(out, "applied %s\n", f)
+		}
+		for _, f := range moved.Undone {
+			fmt.Fprintf(out, "undid %s\n", f)
 		}
 		if err != nil {
 			return fail(errOut, "migrate", err)
 		}
-		fmt.Fprintf(out, "schema %q is up to date\n", t.schema)
+		fmt.Fprintf(out, "schema %q is at version %d\n", t.schema, moved.Version)
 		return exitOK
 	}
 }

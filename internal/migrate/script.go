@@ -34,6 +34,7 @@ func (m *Migrations) Script(schema string, from int64) (string, error) {
 	}
 	key := strconv.FormatInt(lockKey(m.module, schema), 10)
 	tag := "$" + m.module + "$"
+	timeout := quoteLiteral(DefaultLockTimeout.String())
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- %s: migrations of schema %q above version %d", m.module, schema, from)
 	if len(files) == 0 {
@@ -45,6 +46,14 @@ func (m *Migrations) Script(schema string, from int64) (string, error) {
 -- Each file runs in a transaction of its own that holds the library's migration lock and records
 -- the file as the library does, in %[4]s and %[2]s.%[5]s, so that the library
 -- then finds the schema up to date and holds it to these files.
+--
+-- Each statement waits at most %[11]s for a lock (lock_timeout), so that the host's queries never
+-- queue behind a migration for longer; concurrent index builds wait as long as they must (they
+-- block no query, and wait for every older transaction). If a file stops with "canceling
+-- statement due to lock timeout", another session held a lock it needs, and nothing of that file
+-- was kept (but the statements before the failing one of a file marked NO TRANSACTION): find the
+-- session (pg_locks, pg_stat_activity), wait for it to end or end it, and run the script of the
+-- files above the applied version again (%[1]s sql -schema %[2]s -from <applied version>).
 
 -- The schema and the tables that track it, where missing.
 DO %[6]s BEGIN
@@ -57,7 +66,7 @@ INSERT INTO %[4]s (version_id, is_applied) SELECT 0, true WHERE NOT EXISTS (SELE
 %[10]s;
 `, m.module, schema, from, sf.versionTable, m.sumTable, tag, quoteLiteral(schema), sf.createSchemaSQL,
 		strings.Replace(sf.versionsSQL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1),
-		strings.Replace(sf.sumsSQL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+		strings.Replace(sf.sumsSQL, "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1), timeout)
 	for _, f := range files {
 		refuse := fmt.Sprintf(`DO %[1]s BEGIN
 	IF EXISTS (SELECT FROM %[2]s WHERE version_id = %[3]d AND is_applied) THEN
@@ -71,10 +80,18 @@ END %[1]s;
 		up := upSection(string(sf.fsys.files[f.name]))
 		if f.noTx {
 			fmt.Fprintf(&b, "\n-- %s (version %d), marked NO TRANSACTION: its statements run one by one, as goose runs them,\n-- under the migration lock held by this session.\n", f.name, f.version)
-			fmt.Fprintf(&b, "SELECT pg_catalog.pg_advisory_lock(%s);\n%s%s\nBEGIN;\n%sCOMMIT;\nSELECT pg_catalog.pg_advisory_unlock(%s);\n", key, refuse, up, record, key)
+			fmt.Fprintf(&b, "SELECT pg_catalog.pg_advisory_lock(%s);\n%s", key, refuse)
+			for _, stmt := range statements(up) {
+				limit := timeout
+				if concurrentIndexOp(stmt) {
+					limit = "0"
+				}
+				fmt.Fprintf(&b, "SET lock_timeout = %s;\n%s\n", limit, stmt)
+			}
+			fmt.Fprintf(&b, "RESET lock_timeout;\nBEGIN;\n%sCOMMIT;\nSELECT pg_catalog.pg_advisory_unlock(%s);\n", record, key)
 			continue
 		}
-		fmt.Fprintf(&b, "\n-- %s (version %d)\nBEGIN;\nSELECT pg_catalog.pg_advisory_xact_lock(%s);\n%s%s\n%sCOMMIT;\n", f.name, f.version, key, refuse, up, record)
+		fmt.Fprintf(&b, "\n-- %s (version %d)\nBEGIN;\nSET LOCAL lock_timeout = %s;\nSELECT pg_catalog.pg_advisory_xact_lock(%s);\n%s%s\n%sCOMMIT;\n", f.name, f.version, timeout, key, refuse, up, record)
 	}
 	return b.String(), nil
 }
@@ -106,6 +123,38 @@ func section(text, which string) string {
 		body += ";"
 	}
 	return body
+}
+
+// statements splits a section into statements as goose does: a statement
+// ends with a line that ends with a semicolon (a trailing -- comment
+// aside), except between -- +goose StatementBegin and StatementEnd.
+func statements(section string) []string {
+	var out []string
+	var cur []string
+	block := false
+	for _, line := range strings.Split(section, "\n") {
+		marker := strings.ToLower(strings.Join(strings.Fields(line), " "))
+		switch marker {
+		case "-- +goose statementbegin":
+			block = true
+			continue
+		case "-- +goose statementend":
+			block = false
+			out = append(out, strings.TrimSpace(strings.Join(cur, "\n")))
+			cur = nil
+			continue
+		}
+		cur = append(cur, line)
+		code, _, _ := strings.Cut(line, "--")
+		if !block && strings.HasSuffix(strings.TrimSpace(code), ";") {
+			out = append(out, strings.TrimSpace(strings.Join(cur, "\n")))
+			cur = nil
+		}
+	}
+	if rest := strings.TrimSpace(strings.Join(cur, "\n")); hasStatement(rest) {
+		out = append(out, rest)
+	}
+	return out
 }
 
 // annotation returns "up" or "down" for goose's section markers.

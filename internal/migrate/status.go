@@ -18,6 +18,7 @@ const (
 	Applied = "applied" // recorded in the version table, unchanged since (or without a recorded checksum)
 	Pending = "pending" // not applied yet
 	Changed = "changed" // applied, and the file has changed since: drift
+	Invalid = "invalid" // an invalid index in the schema (FileStatus.Index), named by the file if any
 )
 
 // FileStatus is where one migration file, or one applied version, stands in
@@ -28,13 +29,15 @@ type FileStatus struct {
 	State     string    // Applied, Pending or Changed
 	AppliedAt time.Time // when goose recorded it, in the server's time zone; zero unless applied
 	Note      string    // why the state matters, when it does
+	Index     string    // the invalid index, schema-qualified, when State is Invalid
 }
 
 // Status reads where schema stands, file by file, without changing anything:
 // no lock is taken and nothing is created. It returns every file and every
-// applied version, in version order, and with them the error Up would
-// refuse with (drift, a file out of order, an applied version without a
-// file), or nil.
+// applied version, in version order, then every invalid index of the schema
+// (a concurrent build that failed, whatever ran it), and with them the error
+// Up would refuse with (drift, a file out of order, an applied version
+// without a file), or nil.
 func (m *Migrations) Status(ctx context.Context, pool *pgxpool.Pool, schema string) ([]FileStatus, error) {
 	sf, err := m.forSchema(schema)
 	if err != nil {
@@ -76,7 +79,41 @@ func (m *Migrations) Status(ctx context.Context, pool *pgxpool.Pool, schema stri
 		out = append(out, FileStatus{Version: v, State: Applied, AppliedAt: a.at, Note: note})
 	}
 	slices.SortFunc(out, func(a, b FileStatus) int { return cmp.Compare(a.Version, b.Version) })
-	return out, refusal
+	invalid, err := m.invalid(ctx, pool, sf, applied)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, invalid...), refusal
+}
+
+// invalid lists the schema's invalid indexes, each with the file that names
+// it, if any, and what to do.
+func (m *Migrations) invalid(ctx context.Context, pool *pgxpool.Pool, sf *schemaFiles, applied map[int64]appliedVersion) ([]FileStatus, error) {
+	rows, err := pool.Query(ctx, sf.invalidSQL, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return nil, m.stateError(ctx, err, sf.schema)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, m.stateError(ctx, err, sf.schema)
+	}
+	var out []FileStatus
+	for _, name := range names {
+		idx := qualified(sf.schema, name)
+		st := FileStatus{State: Invalid, Index: sf.schema + "." + name,
+			Note: fmt.Sprintf("index %s.%s is invalid (a concurrent build that failed left it): it enforces nothing and serves no query, and every write pays to maintain it: rebuild it (REINDEX INDEX CONCURRENTLY %s) or drop it (DROP INDEX CONCURRENTLY %s)", sf.schema, name, idx, idx)}
+		for _, f := range m.files {
+			if f.names(name) {
+				st.Version, st.File = f.version, f.name
+				if _, ok := applied[f.version]; !ok && f.noTx {
+					st.Note = fmt.Sprintf("index %s.%s is invalid (a concurrent build of %s that failed left it): the next migrate drops it and builds it again", sf.schema, name, f.name)
+				}
+				break
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 type appliedVersion struct {
