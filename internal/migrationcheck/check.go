@@ -66,8 +66,8 @@ type Files struct {
 	// Dir is the directory of FS that holds them, as *.sql goose files;
 	// messages name files by it, e.g. "migrations".
 	Dir string
-	// Module is the library's name, with which allowances start: for
-	// "mylib", "-- mylib:allow rule: reason".
+	// Module is the library's name, with which allowances start:
+	// "-- <module>:allow rule: reason".
 	Module string
 }
 
