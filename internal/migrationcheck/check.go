@@ -198,11 +198,19 @@ func checkFile(ctx context.Context, admin *pgx.Conn, db *sql.DB, w *watcher, fil
 	case run.err != nil:
 		return nil, run.err
 	case run.failure != nil:
-		return append(run.problems(), *run.failure), nil
+		return append(run.problems(nil), *run.failure), nil
 	case upErr != nil:
 		return nil, fmt.Errorf("migration check: goose cannot apply %s: %w", shown, upErr)
 	}
-	return run.problems(), nil
+	rows, err := admin.Query(ctx, "SELECT relname::text FROM pg_catalog.pg_class WHERE relnamespace = $1::regnamespace", schema)
+	if err != nil {
+		return nil, fmt.Errorf("migration check: after %s: %w", shown, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("migration check: after %s: %w", shown, err)
+	}
+	return run.problems(names), nil
 }
 
 // Refusal is the error Check returns when statements break the rules.

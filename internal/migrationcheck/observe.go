@@ -10,6 +10,9 @@ import (
 type finding struct {
 	rule            Rule
 	what, why, safe string
+	// stands is a renamed table's old name: the rename breaks nothing when
+	// the file leaves a relation of that name, a view on the new one.
+	stands string
 }
 
 // observe compares the catalog before (b) and after (a) a statement, for
@@ -21,7 +24,7 @@ func (f *fileRun) observe(st statement, b, a snapshot, watched bool, held map[ui
 	var out []finding
 	add := func(fd finding) {
 		// One finding per rule: a foreign key checks two tables.
-		if i := slices.IndexFunc(out, func(o finding) bool { return o.rule == fd.rule }); i >= 0 {
+		if i := slices.IndexFunc(out, func(o finding) bool { return o.rule == fd.rule && o.stands == "" }); i >= 0 && fd.stands == "" {
 			out[i].what += "; and " + fd.what
 			return
 		}
@@ -34,14 +37,18 @@ func (f *fileRun) observe(st statement, b, a snapshot, watched bool, held map[ui
 		}
 		t1, is := a.rels[oid]
 		if !is {
-			add(finding{RuleDrop, fmt.Sprintf("drops table %s, which existed before this file", t0.name), fmt.Sprintf(whyDrop, "table "+t0.name), safeDrop})
+			add(dropped("table " + t0.name))
 			continue
 		}
 		switch {
 		case t1.schema != t0.schema:
-			add(finding{RuleRename, fmt.Sprintf("moves table %s, which existed before this file, to schema %s", t0.name, t1.schema), fmt.Sprintf(whyRename, "table "+t0.name), safeRename})
+			fd := renamed("table "+t0.name, "moves", "to schema "+t1.schema)
+			fd.stands = t0.name
+			add(fd)
 		case t1.name != t0.name:
-			add(finding{RuleRename, fmt.Sprintf("renames table %s, which existed before this file, to %s", t0.name, t1.name), fmt.Sprintf(whyRename, "table "+t0.name), safeRename})
+			fd := renamed("table "+t0.name, "renames", "to "+t1.name)
+			fd.stands = t0.name
+			add(fd)
 		}
 		for _, fd := range f.columnChanges(oid, t0.name, b, a) {
 			add(fd)
@@ -55,19 +62,19 @@ func (f *fileRun) observe(st statement, b, a snapshot, watched bool, held map[ui
 		}
 		built := builtIndexes(oid, b, a, rewritten)
 		if len(built) > 0 {
-			add(finding{RuleIndex,
-				fmt.Sprintf("%s on %s, a table that existed before this file, inside a transaction (without CONCURRENTLY)", strings.Join(built, ", "), t0.name),
-				fmt.Sprintf("the build reads every row of %s while the transaction holds %s on it (minutes on a big table): %s %s.", t0.name, t1.lock.held(), t1.lock.blocks(t0.name), untilCommit),
-				safeIndex})
+			add(finding{rule: RuleIndex,
+				what: fmt.Sprintf("%s on %s, a table that existed before this file, inside a transaction (without CONCURRENTLY)", strings.Join(built, ", "), t0.name),
+				why:  fmt.Sprintf("the build reads every row of %s while the transaction holds %s on it (minutes on a big table): %s %s.", t0.name, t1.lock.held(), t1.lock.blocks(t0.name), untilCommit),
+				safe: safeIndex})
 		}
 		// A rewrite or an index build reads the table too: that scan is theirs.
 		if !rewritten && len(built) == 0 && scanned(oid, b, a) && t1.lock >= shareLock {
 			causes, notNull := validations(oid, b, a)
 			if by, ok := held[oid]; ok && len(causes) == 0 && t0.lock >= shareLock {
-				add(finding{RuleHeldLock,
-					fmt.Sprintf("reads rows of %s, a table that existed before this file, while the file's transaction holds the %s lock that line %d took (%s)", t0.name, t1.lock, by.line, by.first),
-					fmt.Sprintf("a lock is held until the transaction commits, so %s from line %d to the end of the file, however long this statement reads (a backfill of a big table: minutes).", t1.lock.blocks(t0.name), by.line),
-					safeHeldLock})
+				add(finding{rule: RuleHeldLock,
+					what: fmt.Sprintf("reads rows of %s, a table that existed before this file, while the file's transaction holds the %s lock that line %d took (%s)", t0.name, t1.lock, by.line, by.first),
+					why:  fmt.Sprintf("a lock is held until the transaction commits, so %s from line %d to the end of the file, however long this statement reads (a backfill of a big table: minutes).", t1.lock.blocks(t0.name), by.line),
+					safe: safeHeldLock})
 			} else {
 				add(validateFinding(t0.name, t1.lock, causes, notNull))
 			}
@@ -77,6 +84,18 @@ func (f *fileRun) observe(st statement, b, a snapshot, watched bool, held map[ui
 		}
 	}
 	return out
+}
+
+// dropped is the finding for a table or column of the release before that a
+// statement drops.
+func dropped(subject string) finding {
+	return finding{rule: RuleDrop, what: "drops " + subject + ", which existed before this file", why: fmt.Sprintf(whyDrop, subject), safe: safeDrop}
+}
+
+// renamed is the finding for a table or column of the release before that a
+// statement renames (or moves).
+func renamed(subject, verb, to string) finding {
+	return finding{rule: RuleRename, what: verb + " " + subject + ", which existed before this file, " + to, why: fmt.Sprintf(whyRename, subject), safe: safeRename}
 }
 
 // columnChanges finds the renamed and dropped columns of table that existed
@@ -91,9 +110,9 @@ func (f *fileRun) columnChanges(table uint32, name string, b, a snapshot) []find
 		col := name + "." + c0.name
 		switch {
 		case c1.dropped:
-			out = append(out, finding{RuleDrop, fmt.Sprintf("drops column %s, which existed before this file", col), fmt.Sprintf(whyDrop, "column "+col), safeDrop})
+			out = append(out, dropped("column "+col))
 		case c1.name != c0.name:
-			out = append(out, finding{RuleRename, fmt.Sprintf("renames column %s, which existed before this file, to %s", col, c1.name), fmt.Sprintf(whyRename, "column "+col), safeRename})
+			out = append(out, renamed("column "+col, "renames", "to "+c1.name))
 		}
 	}
 	slices.SortFunc(out, func(x, y finding) int { return strings.Compare(x.what, y.what) })
@@ -209,9 +228,9 @@ func validateFinding(name string, lock lockMode, causes []string, notNull bool) 
 	if len(safe) == 0 {
 		safe = append(safe, safeValidate)
 	}
-	return finding{RuleValidate, what,
-		fmt.Sprintf("it holds the lock while it reads the whole table (as long as a full scan takes): %s %s.", lock.blocks(name), untilCommit),
-		strings.Join(safe, " ")}
+	return finding{rule: RuleValidate, what: what,
+		why:  fmt.Sprintf("it holds the lock while it reads the whole table (as long as a full scan takes): %s %s.", lock.blocks(name), untilCommit),
+		safe: strings.Join(safe, " ")}
 }
 
 var constraintKinds = map[string]string{"c": "check constraint", "f": "foreign key", "u": "unique constraint", "p": "primary key", "x": "exclusion constraint", "t": "constraint trigger"}

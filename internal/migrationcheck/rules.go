@@ -147,7 +147,8 @@ const (
 		"A constraint added NOT VALID is validated outside the transaction that added it. " +
 		"Backfill a big table in batches by key range (UPDATE ... WHERE id > $1 AND id <= $2), each batch in its own transaction."
 	safeRename = "expand and contract: add the new column (or table) beside the old one, have the code write both, backfill in batches, move the readers in the next release, " +
-		"and drop the old one a release later. A table can keep its old name for a release as a view: CREATE VIEW {{tables.old}} AS SELECT * FROM {{tables.new}} (a simple view takes inserts and updates)."
+		"and drop the old one a release later. A renamed table can keep its old name for a release as a view, in the same file: CREATE VIEW {{tables.old}} AS SELECT * FROM {{tables.new}} " +
+		"(a simple view takes inserts and updates); the check then lets the rename pass."
 	safeDrop = "contract in two releases: first a release whose code no longer reads or writes it (drop its NOT NULL or give it a default, so that inserts need not name it), " +
 		"then, in a later release, drop it with an allowance that names the release that stopped using it."
 )

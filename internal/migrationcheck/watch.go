@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -78,8 +79,9 @@ type fileRun struct {
 // goose's transaction (a file without NO TRANSACTION) the statement runs
 // there. Otherwise it first runs in a transaction of the check's own, which
 // behaves as goose's autocommit but lets its locks and scans be seen; a
-// statement that cannot run in a transaction block (SQLSTATE 25001: CREATE
-// INDEX CONCURRENTLY, VACUUM...) then runs on its own, as goose runs it.
+// statement that cannot run in a transaction block (CREATE INDEX
+// CONCURRENTLY, VACUUM, a DO block that commits) then runs on its own, as
+// goose runs it, and only the catalog tells what it did.
 func (f *fileRun) exec(ctx context.Context, c *stdlib.Conn, query string, args []driver.NamedValue) (driver.Result, error) {
 	conn := c.Conn()
 	st, err := f.src.locate(query, f.module)
@@ -103,7 +105,7 @@ func (f *fileRun) exec(ctx context.Context, c *stdlib.Conn, query string, args [
 	watched := true
 	if own {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "25001" {
+		if errors.As(err, &pgErr) && outsideOnly[pgErr.Code] {
 			watched = false
 			if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
 				return nil, f.fail(err)
@@ -138,6 +140,11 @@ func (f *fileRun) exec(ctx context.Context, c *stdlib.Conn, query string, args [
 	return res, nil
 }
 
+// outsideOnly are the SQLSTATEs of statements that refuse to run in a
+// transaction block: active_sql_transaction (25001), and
+// invalid_transaction_termination (2D000) for a COMMIT in a DO block.
+var outsideOnly = map[string]bool{"25001": true, "2D000": true}
+
 // fail records a failure of the check's own queries.
 func (f *fileRun) fail(err error) error {
 	f.err = fmt.Errorf("migration check: applying %s: %w", f.src.name, err)
@@ -154,12 +161,14 @@ func (f *fileRun) failed(st statement, err error) *Problem {
 }
 
 // problems turns the findings into problems, leaving out what allowances
-// allow, and adds the allowances that are wrong.
-func (f *fileRun) problems() []Problem {
+// allow and the renamed tables whose old name the file left standing (names
+// are the relations of the schema after the file), and adds the allowances
+// that are wrong.
+func (f *fileRun) problems(names []string) []Problem {
 	var out []Problem
 	for i, st := range f.statements {
 		for _, fd := range f.findings[i] {
-			if allowed(st.allows, fd.rule) {
+			if fd.stands != "" && slices.Contains(names, fd.stands) || allowed(st.allows, fd.rule) {
 				continue
 			}
 			out = append(out, Problem{File: f.src.name, Line: st.line, Statement: st.first, Rule: fd.rule,
