@@ -199,6 +199,9 @@ func TestCheck_EachRuleRefusesAndTheSafeWayPasses(t *testing.T) {
 		{"table renamed", []string{
 			"ALTER TABLE {{tables.items}} RENAME TO things;\n"},
 			[]string{"00002:2 rename"}},
+		{"table moved to another schema", []string{
+			"ALTER TABLE {{tables.items}} SET SCHEMA public;\n"},
+			[]string{"00002:2 rename"}},
 		{"safe: table renamed, its old name kept as a view", []string{
 			"ALTER TABLE {{tables.items}} RENAME TO things;\n" +
 				"CREATE VIEW {{tables.items}} AS SELECT * FROM {{tables.things}};\n"},
