@@ -12,6 +12,7 @@ import (
 // its reads or writes or break the release before: see "Writing safe
 // migrations" in the README.
 func TestMigrations_AreSafeToShip(t *testing.T) {
+	t.Parallel()
 	err := migrationcheck.Check(t.Context(), pgtest.DSN(t), migrationcheck.Files{FS: embedded, Dir: "migrations", Module: moduleName})
 	if err != nil {
 		t.Fatal(err)
