@@ -104,6 +104,9 @@ func TestCheck_EachRuleRefusesAndTheSafeWayPasses(t *testing.T) {
 		{"unique constraint, which builds an index", []string{
 			"ALTER TABLE {{tables.items}} ADD CONSTRAINT items_code_key UNIQUE (code);\n"},
 			[]string{"00002:2 index"}},
+		{"index built without CONCURRENTLY in a NO TRANSACTION file", []string{
+			noTx + "CREATE INDEX items_size ON {{tables.items}} (size);\n"},
+			[]string{"00002:3 index"}},
 		{"index rebuilt", []string{
 			"REINDEX TABLE {{tables.items}};\n"},
 			[]string{"00002:2 index"}},
