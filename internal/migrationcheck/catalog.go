@@ -49,20 +49,24 @@ type snapshot struct {
 	cons map[uint32]constraint // by oid
 }
 
-const relationsSQL = `SELECT c.oid, c.relname, n.nspname, c.relkind::text, c.relfilenode, COALESCE(i.indrelid, 0),
-	pg_catalog.pg_stat_get_xact_numscans(c.oid),
-	COALESCE((SELECT max(pg_catalog.array_position($3::text[], l.mode)) FROM pg_catalog.pg_locks l
-		WHERE l.locktype = 'relation' AND l.relation = c.oid AND l.pid = pg_catalog.pg_backend_pid() AND l.granted), 0)
+const relationsSQL = `WITH locks AS (
+	SELECT l.relation, max(pg_catalog.array_position($3::text[], l.mode)) AS mode FROM pg_catalog.pg_locks l
+	WHERE l.locktype = 'relation' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted GROUP BY l.relation)
+SELECT c.oid, c.relname, n.nspname, c.relkind::text, c.relfilenode, COALESCE(i.indrelid, 0),
+	pg_catalog.pg_stat_get_xact_numscans(c.oid), COALESCE(k.mode, 0)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
-WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND (n.nspname = $1 OR c.oid = ANY($2::oid[]) OR i.indrelid = ANY($2::oid[]))`
+LEFT JOIN locks k ON k.relation = c.oid
+WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I')
+	AND (n.nspname = $1 OR c.oid IN (SELECT pg_catalog.unnest($2::oid[])) OR i.indrelid IN (SELECT pg_catalog.unnest($2::oid[])))`
 
 const columnsSQL = `SELECT a.attrelid, a.attnum, a.attname, a.attisdropped, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod)
 FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0`
 
 const constraintsSQL = `SELECT c.oid, c.conrelid, c.confrelid, c.conname, c.contype::text, c.convalidated
-FROM pg_catalog.pg_constraint c WHERE c.conrelid = ANY($1::oid[]) OR c.confrelid = ANY($1::oid[])`
+FROM pg_catalog.pg_constraint c
+WHERE c.conrelid IN (SELECT pg_catalog.unnest($1::oid[])) OR c.confrelid IN (SELECT pg_catalog.unnest($1::oid[]))`
 
 // take reads a snapshot in one round trip, on conn, inside its transaction
 // if it is in one (the scan counts and locks are that transaction's). tables

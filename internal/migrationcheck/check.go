@@ -119,9 +119,6 @@ func Check(ctx context.Context, dsn string, files Files) error {
 		if len(found) > 0 && found[len(found)-1].failed {
 			break // the files after it cannot be applied
 		}
-		if err := fillTables(ctx, admin, path.Join(files.Dir, name)); err != nil {
-			return err
-		}
 	}
 	if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
 		return fmt.Errorf("migration check: dropping the scratch schema %s: %w", schema, err)
@@ -171,7 +168,8 @@ func prepareSchema(ctx context.Context, admin *pgx.Conn) error {
 }
 
 // checkFile applies one file through goose, with w watching each statement,
-// and returns its problems.
+// and returns its problems; then it gives the tables the file created a few
+// rows, for the files after it.
 func checkFile(ctx context.Context, admin *pgx.Conn, db *sql.DB, w *watcher, files Files, name string) ([]Problem, error) {
 	shown := path.Join(files.Dir, name)
 	text, err := fs.ReadFile(files.FS, shown)
@@ -210,7 +208,7 @@ func checkFile(ctx context.Context, admin *pgx.Conn, db *sql.DB, w *watcher, fil
 	if err != nil {
 		return nil, fmt.Errorf("migration check: after %s: %w", shown, err)
 	}
-	return run.problems(names), nil
+	return run.problems(names), fillTables(ctx, admin, shown, pre.tables)
 }
 
 // Refusal is the error Check returns when statements break the rules.

@@ -309,6 +309,19 @@ func TestCheck_AFileThatFailsOnRowsIsRefused(t *testing.T) {
 	}
 }
 
+// Every table holds rows before each file, those of later files too, their
+// foreign keys pointing at rows that exist.
+func TestCheck_TablesOfEveryFileHoldRows(t *testing.T) {
+	t.Parallel()
+	err := check(t,
+		"CREATE TYPE {{schema}}.mood AS ENUM ('calm', 'busy');\n"+
+			"CREATE TABLE {{tables.tags}} (id uuid PRIMARY KEY, item_id bigint NOT NULL REFERENCES {{tables.items}} (id), mood {{schema}}.mood NOT NULL,\n"+
+			"    at timestamptz NOT NULL, span interval NOT NULL, body jsonb NOT NULL, flags boolean[] NOT NULL, amount numeric(8,2) NOT NULL);\n",
+		"ALTER TABLE {{tables.tags}} ADD COLUMN kind text NOT NULL;\n")
+	require.Equal(t, []string{"00003:2 -"}, found(t, err))
+	require.ErrorContains(t, err, "contains null values")
+}
+
 // PostgreSQL 18 records NOT NULL in pg_constraint and can add it NOT VALID:
 // validating it later passes, setting it at once does not.
 func TestCheck_NotNullConstraintsOfPostgres18(t *testing.T) {

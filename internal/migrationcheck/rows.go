@@ -9,12 +9,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The tables of the scratch schema, each with the tables its foreign keys
-// reference.
+// The tables of the scratch schema but those given ($2), each with the
+// tables its foreign keys reference.
 const tablesSQL = `SELECT c.oid, pg_catalog.quote_ident(c.relname),
 	ARRAY(SELECT f.confrelid FROM pg_catalog.pg_constraint f WHERE f.conrelid = c.oid AND f.contype = 'f' AND f.confrelid <> c.oid)
 FROM pg_catalog.pg_class c
-WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.oid NOT IN (SELECT pg_catalog.unnest(COALESCE($2::oid[], '{}')))
 ORDER BY c.oid`
 
 // The columns a row needs a value for, and how to make one: by the type's
@@ -35,9 +35,10 @@ FROM pg_catalog.pg_constraint f WHERE f.conrelid = $1 AND f.contype = 'f' AND f.
 
 // fillTables gives every empty table of the scratch schema a few rows, so
 // that the next file meets tables as an install in use has them. A table
-// is filled after the tables it references, unless they form a cycle.
-func fillTables(ctx context.Context, conn *pgx.Conn, after string) error {
-	rows, err := conn.Query(ctx, tablesSQL, schema)
+// is filled after the tables it references, unless they form a cycle. The
+// filled tables, which had rows before the file, are not read again.
+func fillTables(ctx context.Context, conn *pgx.Conn, after string, filled []uint32) error {
+	rows, err := conn.Query(ctx, tablesSQL, schema, filled)
 	if err != nil {
 		return fmt.Errorf("migration check: listing tables: %w", err)
 	}
