@@ -103,8 +103,9 @@ func renamed(subject, verb, to string) finding {
 func (f *fileRun) columnChanges(table uint32, name string, b, a snapshot) []finding {
 	var out []finding
 	for k := range f.pre.cols {
-		c0, c1 := b.cols[k], a.cols[k]
-		if k.table != table || c0.dropped {
+		c0, was := b.cols[k]
+		c1, is := a.cols[k]
+		if k.table != table || !was || !is || c0.dropped {
 			continue
 		}
 		col := name + "." + c0.name
