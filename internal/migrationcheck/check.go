@@ -56,6 +56,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/pgdual/mylib/internal/redact"
 	"github.com/pgdual/mylib/internal/sqltmpl"
 )
 
@@ -92,17 +93,17 @@ func Check(ctx context.Context, dsn string, files Files) error {
 	if err != nil {
 		return err
 	}
-	admin, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return fmt.Errorf("migration check: connecting: %w", err)
+		return fmt.Errorf("migration check: %w", redact.Error(err, redact.Secrets(dsn)...))
+	}
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("migration check: connecting: %w", redact.Error(err, redact.Secrets(dsn)...))
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 	if err := prepareSchema(ctx, admin); err != nil {
 		return err
-	}
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return fmt.Errorf("migration check: %w", err)
 	}
 	w := &watcher{module: files.Module}
 	db := sql.OpenDB(&watchedConnector{base: stdlib.GetConnector(*cfg), w: w})
