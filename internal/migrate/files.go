@@ -110,13 +110,18 @@ func hasStatement(sql string) bool {
 // never 0 (0 stands for "none recorded"). It guards against edits, not
 // attacks, and a fixed-width column keeps the checksum table cheap to create.
 // Line endings and trailing white space are not content: a file re-saved on
-// Windows or by an editor that trims lines is the same migration.
+// Windows or by an editor that trims lines is the same migration. Nor are
+// whole-line allowances ("-- mylib:allow rule: reason", read by the safety
+// check of migrations), so an applied file can be given one.
 func checksum(text []byte) int64 {
 	lines := strings.Split(strings.ReplaceAll(string(text), "\r\n", "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " \t\r")
+	kept := lines[:0]
+	for _, l := range lines {
+		if !strings.HasPrefix(strings.TrimSpace(l), "-- mylib:allow") {
+			kept = append(kept, strings.TrimRight(l, " \t\r"))
+		}
 	}
-	sum := sha256.Sum256([]byte(strings.TrimRight(strings.Join(lines, "\n"), "\n")))
+	sum := sha256.Sum256([]byte(strings.TrimRight(strings.Join(kept, "\n"), "\n")))
 	return max(int64(binary.BigEndian.Uint64(sum[:8])&math.MaxInt64), 1)
 }
 

@@ -357,7 +357,33 @@ func TestCopy(t *testing.T) {
 		// tests are the template's own code under a new import path, and
 		// running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",
-			".", "./internal/migrate", "./internal/sqltmpl", "./cmd/...")
+			".", "./internal/migrate", "./internal/migrationcheck", "./internal/sqltmpl", "./cmd/...")
+	})
+
+	t.Run("refuses a blocking migration, naming its file, and passes its safe form", func(t *testing.T) {
+		t.Parallel()
+		own := filepath.Join(t.TempDir(), name)
+		_, err := generate(templateDir(t), newPath, own)
+		require.NoError(t, err)
+		versions := strings.Split(migrationVersions(t), ",")
+		latest, err := strconv.ParseInt(versions[len(versions)-1], 10, 64)
+		require.NoError(t, err)
+		file := fmt.Sprintf("%s/%05d_actor_index.sql", migrationsDir, latest+1)
+		write := func(text string) {
+			require.NoError(t, os.WriteFile(filepath.Join(own, filepath.FromSlash(file)), []byte(text), 0o644))
+		}
+		env := []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}
+		test := []string{"test", "-count=1", "-vet=off", "-run", "^TestMigrations_AreSafeToShip$", "."}
+
+		write("-- +goose Up\nCREATE INDEX events_actor ON {{tables.events}} (actor);\n")
+		out, err := goRun(t, own, env, test...)
+		require.Error(t, err, out)
+		for _, want := range []string{file + ":2: CREATE INDEX events_actor", "rule index:", "CREATE INDEX CONCURRENTLY", "-- " + name + ":allow index:"} {
+			require.Contains(t, out, want)
+		}
+
+		write("-- +goose Up\n-- +goose NO TRANSACTION\nCREATE INDEX CONCURRENTLY events_actor ON {{tables.events}} (actor);\n")
+		goCommand(t, own, env, test...)
 	})
 
 	t.Run("can be copied again", func(t *testing.T) {
@@ -391,6 +417,14 @@ func skipUnlessSlow(t *testing.T) {
 // goCommand runs the go command in dir and fails the test with its output.
 func goCommand(t *testing.T, dir string, env []string, args ...string) string {
 	t.Helper()
+	out, err := goRun(t, dir, env, args...)
+	require.NoError(t, err, "go %s in %s:\n%s", strings.Join(args, " "), dir, out)
+	return out
+}
+
+// goRun runs the go command in dir and returns its output.
+func goRun(t *testing.T, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", args...)
@@ -398,9 +432,8 @@ func goCommand(t *testing.T, dir string, env []string, args ...string) string {
 	cmd.Env = append(os.Environ(), env...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go %s in %s:\n%s", strings.Join(args, " "), dir, out)
 	t.Logf("go %s: %s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
-	return string(out)
+	return string(out), err
 }
 
 // host is a program that embeds the template and the copy, each in its own
