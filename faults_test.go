@@ -202,7 +202,7 @@ func TestNew_ALockHeldUntilTheDeadlineIsNamed(t *testing.T) {
 	}
 	for _, w := range []string{"00002_subjects.sql", "ran out of lock_timeout (100ms)", "so that the host's queries could go on",
 		"blocked by pid", `application_name "monthly report"`, "idle in transaction", "transaction open", "AccessShareLock on events",
-		"start again once that transaction ends", "pg_terminate_backend", "give it a longer deadline"} {
+		"start again once that transaction ends", "pg_terminate_backend", "a longer deadline"} {
 		require.ErrorContains(t, err, w)
 	}
 	require.Equal(t, 1, strings.Count(err.Error(), "mylib: "), "one prefix: %q", err)

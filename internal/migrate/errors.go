@@ -360,7 +360,7 @@ func (p *pause) explain(ctx context.Context, schema string, err error) error {
 			who = strings.Join(p.blocked.sessions, "; ")
 		}
 		return newError(ctx, []error{ErrRetryable}, err,
-			"%v; until then, every try of %s ran out of lock_timeout (%v) waiting for a lock, and was rolled back so that the host's queries could go on: it was blocked by %s; start again once that transaction ends, or end it (SELECT pg_catalog.pg_terminate_backend(pid))",
+			"%v; until then, every try of %s ran out of lock_timeout (%v) waiting for a lock, and was rolled back so that the host's queries could go on: it was blocked by %s; start again once that transaction ends, or end it (SELECT pg_catalog.pg_terminate_backend(pid)), or give the migration a longer deadline",
 			err, p.blocked.file, p.blocked.timeout, who)
 	case p.lease != nil:
 		return newError(ctx, []error{ErrRetryable}, err,
