@@ -187,12 +187,11 @@ func prepare(caller string, opts []Option) (c *Client, set *migrate.Migrations, 
 	}
 	// Every line says whose it is: several libraries may share one logger.
 	log = log.With(slog.String("library", moduleName))
+	load := migrations
 	if cfg.files != nil {
-		set, err = migrate.Load(moduleName, cfg.files)
-	} else {
-		set, err = migrations()
+		load = cfg.files
 	}
-	if err != nil {
+	if set, err = load(); err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: the embedded migrations are unusable: %w", ErrMigration, err)
 	}
 	c, secrets, err = open(&cfg, log)

@@ -6,9 +6,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgdual/mylib/internal/migrate"
 )
 
 // Manager is what a host application lends the library in embedded mode: its
@@ -43,7 +46,7 @@ type config struct {
 	logger      *slog.Logger
 	poolConfigs []func(*pgxpool.Config)
 	lockTimeout time.Duration
-	files       fs.FS // migrations other than the embedded ones: tests of the machinery
+	files       func() (*migrate.Migrations, error) // migrations other than the embedded ones: tests of the machinery
 }
 
 // WithDSN makes the library standalone: it parses dsn with
@@ -129,10 +132,12 @@ func WithLockTimeout(d time.Duration) Option {
 
 // withFiles makes New migrate with the migration files at the root of fsys
 // instead of the embedded ones: tests of the machinery give it files of
-// their own (export_test.go).
+// their own (export_test.go). The files are parsed once per option, as the
+// embedded ones are once per process: reuse the option.
 func withFiles(fsys fs.FS) Option {
+	load := sync.OnceValues(func() (*migrate.Migrations, error) { return migrate.Load(moduleName, fsys) })
 	return optionFunc(func(c *config) error {
-		c.files = fsys
+		c.files = load
 		return nil
 	})
 }
