@@ -16,10 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -40,6 +42,10 @@ const (
 	// that sleeps this long instead of opening Clients: it sits inside the
 	// migration lock, to be killed there.
 	memberHold = "MYLIB_FLEET_HOLD"
+	// memberFiles makes the member migrate, instead of opening Clients,
+	// with one of the sets of fileSets, and memberLease with that lease.
+	memberFiles = "MYLIB_FLEET_FILES"
+	memberLease = "MYLIB_FLEET_LEASE"
 
 	reportPrefix = "fleet-member-report: "
 )
@@ -94,10 +100,12 @@ func TestFleetMember(t *testing.T) {
 	fmt.Printf("%s%s\n", reportPrefix, line)
 }
 
-// openMember opens and closes one standalone Client, or with hold > 0 runs
-// the holding migration instead.
+// openMember opens and closes one standalone Client; with hold > 0 it runs
+// the holding migration instead, and with memberFiles set, it migrates that
+// set of files on a pool of its own, as New would.
 func openMember(ctx context.Context, dsn, schema string, hold time.Duration) error {
-	if hold == 0 {
+	files := os.Getenv(memberFiles)
+	if hold == 0 && files == "" {
 		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quiet))
 		if err != nil {
 			return err
@@ -105,18 +113,71 @@ func openMember(ctx context.Context, dsn, schema string, hold time.Duration) err
 		c.Close()
 		return nil
 	}
-	set, err := migrate.Load(migratetest.Module, fstest.MapFS{"00001_hold.sql": {Data: []byte(
-		fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}})
+	fsys := fstest.MapFS{"00001_hold.sql": {Data: []byte(fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}}
+	if files != "" {
+		fsys = fileSets[files]()
+	}
+	set, err := migrate.Load(migratetest.Module, fsys)
 	if err != nil {
 		return err
+	}
+	var cfg migrate.Config
+	if s := os.Getenv(memberLease); s != "" {
+		if cfg.Lease, err = time.ParseDuration(s); err != nil {
+			return err
+		}
 	}
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	_, err = set.Up(ctx, pool, schema, migrate.Config{Log: quiet})
+	cfg.Log = quiet
+	_, err = set.Up(ctx, pool, schema, cfg)
 	return err
+}
+
+// fileSets are the sets of migration files a member can migrate.
+var fileSets = map[string]func() fstest.MapFS{
+	// The library's files and a concurrent index build, which cannot run in
+	// a transaction and waits for every older transaction of the database.
+	"index": func() fstest.MapFS {
+		return withLibrary(map[string]string{"09999_events_actor.sql": "-- +goose NO TRANSACTION\n-- +goose Up\n" +
+			"CREATE INDEX CONCURRENTLY IF NOT EXISTS events_actor ON {{tables.events}} (actor);\n"})
+	},
+	// A slow file in the lock's transaction, then the library's files.
+	"slow": func() fstest.MapFS {
+		return map[string]*fstest.MapFile{
+			"00001_slow.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\nSELECT pg_sleep(1);\nINSERT INTO {{tables.runs}} VALUES (1);\n")},
+			"00002_more.sql": {Data: []byte("-- +goose Up\nINSERT INTO {{tables.runs}} VALUES (2);\n")},
+		}
+	},
+	// A slow file marked NO TRANSACTION, run under the lease.
+	"slow-notx": func() fstest.MapFS {
+		return map[string]*fstest.MapFile{
+			"00001_runs.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\n")},
+			"00002_slow.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nSELECT pg_sleep(1);\n" +
+				"CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_mark ON {{tables.runs}} (mark);\nINSERT INTO {{tables.runs}} VALUES (2);\n")},
+			"00003_more.sql": {Data: []byte("-- +goose Up\nINSERT INTO {{tables.runs}} VALUES (3);\n")},
+		}
+	},
+}
+
+// withLibrary is the library's migration files and extra ones.
+func withLibrary(extra map[string]string) fstest.MapFS {
+	fsys := fstest.MapFS{}
+	names, _ := filepath.Glob("../../migrations/*.sql")
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			panic(err)
+		}
+		fsys[filepath.Base(n)] = &fstest.MapFile{Data: data}
+	}
+	for name, text := range extra {
+		fsys[name] = &fstest.MapFile{Data: []byte(text)}
+	}
+	return fsys
 }
 
 // member is a running member process.
@@ -125,10 +186,11 @@ type member struct {
 	stdout, stderr bytes.Buffer
 }
 
-func startMember(t *testing.T, dsn, schema string, clients int, hold time.Duration) *member {
+func startMember(t *testing.T, dsn, schema string, clients int, hold time.Duration, env ...string) *member {
 	t.Helper()
 	m := &member{cmd: exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestFleetMember$", "-test.count=1", "-test.timeout=60s")}
 	m.cmd.Env = append(os.Environ(), memberDSN+"="+dsn, memberSchema+"="+schema, memberClients+"="+strconv.Itoa(clients))
+	m.cmd.Env = append(m.cmd.Env, env...)
 	if hold > 0 {
 		m.cmd.Env = append(m.cmd.Env, memberHold+"="+hold.String())
 	}
@@ -168,13 +230,14 @@ func runFleet(t *testing.T, dsn, schema string, procs, clients int) fleetRun {
 	return runFleetOn(t, dsn, func(int) string { return schema }, procs, clients)
 }
 
-// runFleetOn is runFleet with process i on schema(i).
-func runFleetOn(t *testing.T, dsn string, schema func(i int) string, procs, clients int) fleetRun {
+// runFleetOn is runFleet with process i on schema(i), and env added to the
+// members' environment.
+func runFleetOn(t *testing.T, dsn string, schema func(i int) string, procs, clients int, env ...string) fleetRun {
 	t.Helper()
 	began := time.Now()
 	members := make([]*member, procs)
 	for i := range members {
-		members[i] = startMember(t, dsn, schema(i), clients, 0)
+		members[i] = startMember(t, dsn, schema(i), clients, 0, env...)
 	}
 	var run fleetRun
 	for _, m := range members {
@@ -240,25 +303,35 @@ func TestFleet_EightProcessesOfFourClientsMigrateOnce(t *testing.T) {
 // Processes that each migrate a schema of their own behind a small PgBouncer
 // server pool: each migrator needs one server connection at a time, so
 // however many hold a lock at once, none waits for a second connection that
-// the others hold. The members give up after 30 s; they finish in a few.
+// the others hold. Among the files is a concurrent index build: it runs
+// under the lease, with no transaction of any migrator open, and waits for
+// none. The members give up after 30 s; they finish in a few.
 func TestFleet_EightProcessesOnTheirOwnSchemasBehindASmallServerPool(t *testing.T) {
 	const procs, clients = 8, 4
 	for _, size := range []int{1, 2} {
-		t.Run(fmt.Sprintf("server pool of %d", size), func(t *testing.T) {
-			dsn := pgtest.DSN(t)
-			reach := viaBouncer(t, dsn, pgtest.BouncerPoolSize(size))
-			watch := pgtest.Pool(t, dsn)
-			schema := func(i int) string { return fmt.Sprintf("tenant_%d", i) }
-
-			fleet := runFleetOn(t, reach, schema, procs, clients)
-			require.Empty(t, fleet.errors, "every Client of the fleet should open")
-			t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of %d: %v (slowest New %v)",
-				procs, clients, size, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
-			for i := range procs {
-				migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t))
+		for _, files := range []string{"", "index"} {
+			name := fmt.Sprintf("server pool of %d", size)
+			extra := 0
+			if files != "" {
+				name += ", with a concurrent index build"
+				extra = 1
 			}
-			require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
-		})
+			t.Run(name, func(t *testing.T) {
+				dsn := pgtest.DSN(t)
+				reach := viaBouncer(t, dsn, pgtest.BouncerPoolSize(size))
+				watch := pgtest.Pool(t, dsn)
+				schema := func(i int) string { return fmt.Sprintf("tenant_%d", i) }
+
+				fleet := runFleetOn(t, reach, schema, procs, clients, memberFiles+"="+files)
+				require.Empty(t, fleet.errors, "every Client of the fleet should open")
+				t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of %d: %v (slowest New %v)",
+					procs, clients, size, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
+				for i := range procs {
+					migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t)+extra)
+				}
+				require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
+			})
+		}
 	}
 }
 
@@ -289,6 +362,67 @@ func TestFleet_KilledMigratorReleasesTheLock(t *testing.T) {
 			migratetest.RequireMigratedOnce(t, watch, "audit", migrationFiles(t))
 			require.Zero(t, migratetest.AdvisoryLocks(t, watch))
 		})
+	}
+}
+
+// A migrator stopped with SIGSTOP (a paused VM, a long stop-the-world
+// pause, or, to the server, a partition) while its slow file runs, directly
+// and behind PgBouncer. In the lock's transaction, the server ends the
+// transaction once it has been idle for the lease; under the lease of a file
+// marked NO TRANSACTION, the lease lapses once no statement of the frozen
+// migrator runs. Either way another migrator takes over within the lease of
+// the slow statement's end and migrates, and the frozen one, resumed, finds
+// the lock lost and applies nothing twice.
+func TestFleet_AFrozenMigratorLosesTheLockWithinTheLease(t *testing.T) {
+	const lease = 2 * time.Second
+	for _, target := range fleetTargets {
+		for _, files := range []string{"slow", "slow-notx"} {
+			t.Run(target.name+", "+files, func(t *testing.T) {
+				dsn := pgtest.DSN(t)
+				reach := target.reach(t, dsn)
+				watch := pgtest.Pool(t, dsn)
+				m := startMember(t, reach, "audit", 1, 0, memberFiles+"="+files, memberLease+"="+lease.String())
+				require.Eventually(t, func() bool { return sleeping(t, watch) }, 10*time.Second, 5*time.Millisecond,
+					"the member should be running its slow statement")
+				require.NoError(t, m.cmd.Process.Signal(syscall.SIGSTOP))
+				stopped := time.Now()
+				resumed := false
+				t.Cleanup(func() {
+					if !resumed {
+						_ = m.cmd.Process.Signal(syscall.SIGCONT)
+					}
+				})
+
+				set, err := migrate.Load(migratetest.Module, fileSets[files]())
+				require.NoError(t, err)
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				res, err := set.Up(ctx, pgtest.Pool(t, reach), "audit", migrate.Config{Log: quiet, Lease: lease})
+				require.NoError(t, err)
+				took := time.Since(stopped)
+				t.Logf("%s, %s: another migrator took over %v after the holder was frozen (lease %v, slow statement 1 s), applying %v",
+					target.name, files, took.Round(time.Millisecond), lease, res.Applied)
+				require.Less(t, took, lease+10*time.Second, "within the lease of the slow statement's end, with room for a loaded machine")
+
+				require.NoError(t, m.cmd.Process.Signal(syscall.SIGCONT))
+				resumed = true
+				rep := m.report(t)
+				require.Len(t, rep.Clients, 1)
+				require.Contains(t, rep.Clients[0].Error, "migration lock lost", "the frozen migrator, resumed, finds out")
+				migratetest.RequireMigratedOnce(t, watch, "audit", len(fileSets[files]()))
+				var marks []int
+				rows, err := watch.Query(t.Context(), "SELECT mark FROM audit.runs ORDER BY mark")
+				require.NoError(t, err)
+				marks, err = pgx.CollectRows(rows, pgx.RowTo[int])
+				require.NoError(t, err)
+				want := []int{1, 2}
+				if files == "slow-notx" {
+					want = []int{2, 3}
+				}
+				require.Equal(t, want, marks, "nothing applied twice")
+				require.Zero(t, migratetest.AdvisoryLocks(t, watch))
+			})
+		}
 	}
 }
 
