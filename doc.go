@@ -60,15 +60,22 @@
 // schema, so that concurrent starts, across processes and behind PgBouncer in
 // transaction pooling mode, migrate once; each file runs in a transaction of
 // its own that holds the lock, on one connection, so a migrator never waits
-// for a second connection while it holds one. The library never migrates
-// down: a schema newer than the code (an older replica during a rolling
-// deploy) starts with a warning.
+// for a second connection while it holds one. A file marked NO TRANSACTION
+// (CREATE INDEX CONCURRENTLY) runs on that connection under a lease that
+// holds no transaction, so a concurrent index build never waits for a
+// migrator. A migrator that stops talking (frozen, partitioned) loses the
+// lock after 15 s, and each statement waits at most [WithLockTimeout] (100
+// ms) for a lock before it gives way and tries again, so the host's queries
+// never queue behind a migration for longer. New never migrates down: a
+// schema newer than the code (an older replica during a rolling deploy)
+// starts with a warning; [MigrateTo] takes a schema down with the files'
+// Down sections.
 //
 // A host that migrates in a deploy step, and runs the application with a role
 // that cannot change the schema, calls [Migrate] there (or the library's
 // command, cmd/mylib), gives the application's role what it needs with
-// [Grants], and reads where a schema stands with [Status]; [Script] is the SQL
-// for a DBA to run with psql.
+// [Grants], and reads where a schema stands (and its invalid indexes) with
+// [Status]; [Script] is the SQL for a DBA to run with psql.
 //
 // Never edit, delete or renumber an applied migration: New refuses a schema
 // whose applied files changed ([ErrDrift]), a file numbered below the applied

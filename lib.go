@@ -60,16 +60,18 @@ var (
 	// ErrMigrationFailed is wrapped when a migration file's SQL failed; the
 	// schema stays at the version before it. Fix the file.
 	ErrMigrationFailed = errors.New(moduleName + ": migration failed")
-	// ErrLockLost is wrapped when the connection holding the migration lock
-	// was lost while migrating (a terminated backend, a restart, a failover).
-	// Its transaction was rolled back with what it applied: nothing ran
-	// unlocked. It is retryable.
+	// ErrLockLost is wrapped when the migration lock was lost while
+	// migrating: the connection holding it was lost (a terminated backend, a
+	// restart, a failover), or the migrator stopped talking for longer than
+	// the lease (frozen, partitioned) and another took over. What it held
+	// uncommitted was rolled back: nothing ran unlocked. It is retryable.
 	ErrLockLost = errors.New(moduleName + ": migration lock lost")
 	// ErrRetryable is wrapped by faults that starting again fixes, with the
 	// database as it was or consistently further along: a lost connection, a
 	// server restart or failover, a lost lock, a deadlock or serialization
-	// conflict, a lock wait that ran out of lock_timeout, a server out of
-	// connections, and a server that cannot be reached.
+	// conflict, a server out of connections, a server that cannot be
+	// reached, and, with the caller's context error, a lock the host held
+	// until the deadline (the error names the session that held it).
 	ErrRetryable = errors.New(moduleName + ": retryable")
 	// ErrNotMigrated is wrapped when the schema is behind this code and the
 	// session cannot migrate it: the role may not create in the schema (a
