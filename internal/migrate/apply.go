@@ -58,6 +58,9 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, sf *schem
 		}
 		r := holder{m: m, sf: sf, cfg: cfg, fast: fast, h: h, res: &res, target: target}
 		p, err := r.migrate(ctx)
+		if err == nil && p != nil && p.blocked == nil && p.lease == nil {
+			continue // another migrator took the lock between two files: wait like the others
+		}
 		if err == nil && p != nil {
 			last = p
 			if err := sleep(ctx, wait/2+rand.N(wait/2)); err != nil {
@@ -367,16 +370,17 @@ func (r *holder) reclaim(ctx context.Context) error {
 // release ends the lock's transaction or the lease, and returns the
 // connection to the pool as it was lent.
 func (r *holder) release(ctx context.Context) {
-	if r.lease != nil || r.dirty {
-		if !r.h.pg().IsClosed() && r.h.pg().TxStatus() == 'I' {
-			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			sql := "RESET lock_timeout"
-			if r.lease != nil {
-				sql += "; " + r.leaseSQL.end(*r.lease) // so that no one waits for it to expire
-			}
-			_, _ = r.h.pg().Exec(c, sql).ReadAll()
-			cancel()
+	if (r.lease != nil || r.dirty) && !r.h.pg().IsClosed() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		sql := "RESET lock_timeout"
+		if r.h.pg().TxStatus() != 'I' {
+			sql = "ROLLBACK; " + sql // a failed attempt to take the lock back
 		}
+		if r.lease != nil {
+			sql += "; " + r.leaseSQL.end(*r.lease) // so that no one waits for it to expire
+		}
+		_, _ = r.h.pg().Exec(c, sql).ReadAll()
+		cancel()
 	}
 	_ = r.h.release(ctx)
 }
