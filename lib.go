@@ -117,7 +117,6 @@ type Client struct {
 	pool   *pgxpool.Pool
 	owned  bool // the Client built the pool, so Close closes it
 	schema string
-	sql    *sqltmpl.Renderer
 	stmts  *statements // how its statements run on the pool (statements.go)
 	log    *slog.Logger
 	// migration is how it migrates: its logger and lock_timeout.
@@ -232,7 +231,7 @@ func (e *publicError) Unwrap() []error { return append(e.is[:len(e.is):len(e.is)
 // open builds the Client around the host's pool, or around a new pool of its
 // own, after checking the schema. It connects to nothing yet.
 func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
-	if cfg.hasManager {
+	if cfg.manager != nil {
 		pool, schema := cfg.manager.Pool(), cfg.manager.Schema()
 		if pool == nil {
 			return nil, nil, fmt.Errorf("%w: the manager's Pool() returned nil: open the host's pool with pgxpool.New before passing the manager", ErrInvalidConfig)
@@ -279,7 +278,7 @@ func newClient(pool *pgxpool.Pool, owned bool, schema string, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	return &Client{pool: pool, owned: owned, schema: schema, sql: r, stmts: newStatements(pool, r), log: log}, nil
+	return &Client{pool: pool, owned: owned, schema: schema, stmts: newStatements(pool, r), log: log}, nil
 }
 
 // Schema returns the schema the Client keeps its tables in.

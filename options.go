@@ -41,7 +41,6 @@ func (f optionFunc) apply(c *config) error { return f(c) }
 type config struct {
 	dsn         *string
 	manager     Manager
-	hasManager  bool
 	schema      *string
 	logger      *slog.Logger
 	poolConfigs []func(*pgxpool.Config)
@@ -71,13 +70,13 @@ func WithDSN(dsn string) Option {
 // can share one pool this way, each in its own schema.
 func WithManager(m Manager) Option {
 	return optionFunc(func(c *config) error {
-		if c.hasManager {
+		if c.manager != nil {
 			return errors.New("WithManager is given twice: pass one manager")
 		}
 		if isNil(m) {
 			return errors.New("WithManager is given a nil manager: pass a value whose Pool() returns the host's *pgxpool.Pool")
 		}
-		c.manager, c.hasManager = m, true
+		c.manager = m
 		return nil
 	})
 }
@@ -158,13 +157,13 @@ func WithPoolConfig(fn func(*pgxpool.Config)) Option {
 // check refuses combinations no single option can see.
 func (c *config) check() error {
 	switch {
-	case c.dsn == nil && !c.hasManager:
+	case c.dsn == nil && c.manager == nil:
 		return errors.New("no database given: pass WithDSN(dsn) to run standalone, or WithManager(m) to share the host's pool")
-	case c.dsn != nil && c.hasManager:
+	case c.dsn != nil && c.manager != nil:
 		return errors.New("both WithDSN and WithManager are given: pass WithDSN to let the library own a pool, or WithManager to borrow the host's, not both")
-	case c.hasManager && c.schema != nil:
+	case c.manager != nil && c.schema != nil:
 		return fmt.Errorf("WithSchema(%q) is given with WithManager: the host's manager decides the schema, so drop WithSchema and return the schema from the manager's Schema()", *c.schema)
-	case c.hasManager && len(c.poolConfigs) > 0:
+	case c.manager != nil && len(c.poolConfigs) > 0:
 		return errors.New("WithPoolConfig is given with WithManager: the host configures its own pool, so drop WithPoolConfig")
 	}
 	return nil
