@@ -30,8 +30,9 @@ const (
 // pause says why a holder gave the lock up before it was done, and when to
 // try again.
 type pause struct {
-	blocked *blockage    // a statement ran out of lock_timeout
-	lease   *leaseHolder // another migrator holds the lease
+	blocked  *blockage    // a statement ran out of lock_timeout
+	lease    *leaseHolder // another migrator holds the lease
+	conflict error        // a deadlock or serialization conflict failed a statement
 }
 
 // upLocked migrates under the lock, toward target (nil: every file). fast is
@@ -58,7 +59,7 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, sf *schem
 		}
 		r := holder{m: m, sf: sf, cfg: cfg, fast: fast, h: h, res: &res, target: target}
 		p, err := r.migrate(ctx)
-		if err == nil && p != nil && p.blocked == nil && p.lease == nil {
+		if err == nil && p != nil && p.blocked == nil && p.lease == nil && p.conflict == nil {
 			continue // another migrator took the lock between two files: wait like the others
 		}
 		if err == nil && p != nil {
@@ -178,8 +179,8 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 				// Another migrator recorded the file between this one's
 				// COMMIT and its next attempt: read the state again.
 				return &pause{}, nil
-			case pgErr.Code == "55P03" && ctx.Err() == nil:
-				return r.lockWait(ctx, f)
+			case ctx.Err() == nil && giveWay[pgErr.Code]:
+				return r.gaveWay(ctx, f, pgErr)
 			}
 			return nil, r.commitError(ctx, err, f, committed)
 		}
@@ -394,8 +395,8 @@ func (r *holder) failed(ctx context.Context, f *file, err error) (*pause, error)
 	}
 	var inv *invalidIndexes
 	switch pgErr := (*pgconn.PgError)(nil); {
-	case ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "55P03":
-		return r.lockWait(ctx, f)
+	case ctx.Err() == nil && errors.As(err, &pgErr) && giveWay[pgErr.Code]:
+		return r.gaveWay(ctx, f, pgErr)
 	case errors.Is(err, errLeaseLost):
 		return nil, newError(ctx, []error{ErrLockLost, ErrRetryable}, err,
 			"applying %s to schema %q: migration lock lost: %v, after this one stopped renewing it for longer than %v (a frozen or partitioned process); its version was not recorded here, and the other migrator runs the file; start again",
@@ -412,9 +413,19 @@ func (r *holder) failed(ctx context.Context, f *file, err error) (*pause, error)
 	return nil, ferr
 }
 
-// lockWait gives the lock up after a statement of f ran out of
-// lock_timeout, and returns a pause that names what blocked it.
-func (r *holder) lockWait(ctx context.Context, f *file) (*pause, error) {
+// giveWay are the errors after which a file gives the lock up and is tried
+// again after a pause, until the context ends: a lock wait that ran out of
+// lock_timeout, and a deadlock or serialization conflict with another
+// session (concurrent index builds of several schemas can deadlock), which
+// the server resolved by failing this statement.
+var giveWay = map[string]bool{"55P03": true, "40P01": true, "40001": true}
+
+// gaveWay gives the lock up after a statement of f failed with an error of
+// giveWay, and returns a pause that names what blocked it.
+func (r *holder) gaveWay(ctx context.Context, f *file, pgErr *pgconn.PgError) (*pause, error) {
+	if pgErr.Code != "55P03" {
+		return &pause{conflict: fmt.Errorf("%s: %w", f.name, pgErr)}, nil
+	}
 	b, err := r.blockers(ctx, f)
 	if err != nil {
 		return nil, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("finding what blocked %s", f.name))

@@ -362,6 +362,10 @@ func (p *pause) explain(ctx context.Context, schema string, err error) error {
 		return newError(ctx, []error{ErrRetryable}, err,
 			"%v; until then, every try of %s ran out of lock_timeout (%v) waiting for a lock, and was rolled back so that the host's queries could go on: it was blocked by %s; start again once that transaction ends, or end it (SELECT pg_catalog.pg_terminate_backend(pid)), or give the migration a longer deadline",
 			err, p.blocked.file, p.blocked.timeout, who)
+	case p.conflict != nil:
+		return newError(ctx, []error{ErrRetryable}, err,
+			"%v; until then, the server ended a try of the migration to resolve a deadlock or serialization conflict with another session (%v), and it was tried again; start again",
+			err, p.conflict)
 	case p.lease != nil:
 		return newError(ctx, []error{ErrRetryable}, err,
 			"%v: another migrator is applying version %d of schema %q, a file marked NO TRANSACTION, under the migration lease (it renews it before each statement; if it stopped, the lease lapses in %v); start again when it is done, or give the migration a longer deadline",

@@ -311,3 +311,44 @@ func TestUp_AMigrationWaitingForALockKeepsTheHostsQueriesMoving(t *testing.T) {
 	require.Less(t, migrated.Sub(ended), 2*time.Second, "the migration follows the blocker's end")
 	require.Greater(t, len(latencies), 200, "the workers kept working")
 }
+
+// A deadlock with another session, which the server resolves by failing the
+// migration's statement, is a conflict, not a broken file: the file gives
+// way and is tried again, and completes once the other session is done.
+func TestUp_ADeadlockGivesWayAndTheFileIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	r := newRun(t)
+	before := fstest.MapFS{"00001_ab.sql": mapFile("-- +goose Up\nCREATE TABLE {{tables.a}} (id int);\nCREATE TABLE {{tables.b}} (id int);\n")}
+	_, err := r.up(before)
+	require.NoError(t, err)
+	after := fstest.MapFS{"00001_ab.sql": before["00001_ab.sql"], "00002_both.sql": mapFile(
+		"-- +goose Up\nLOCK TABLE {{tables.a}};\nSELECT pg_sleep(0.3);\nLOCK TABLE {{tables.b}};\n")}
+	m, err := Load(module, after)
+	require.NoError(t, err)
+
+	ctx := context.Background()
+	other, err := r.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(ctx)
+	// The migration's backend, not this one, finds the deadlock.
+	_, err = other.Exec(ctx, "SET LOCAL deadlock_timeout = '1min'; LOCK TABLE lib.b")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	var res Result
+	go func() {
+		var err error
+		res, err = m.Up(ctx, r.pool, "lib", Config{LockTimeout: time.Minute})
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, r.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'lib.a'::regclass AND mode = 'AccessExclusiveLock' AND granted`).Scan(&n))
+		return n == 1
+	}, 10*time.Second, time.Millisecond, "the migration holds a")
+	_, err = other.Exec(ctx, "LOCK TABLE lib.a") // waits for the migration, which waits for b: a deadlock
+	require.NoError(t, err, "the server failed the migration's statement, not this one")
+	require.NoError(t, other.Commit(ctx))
+	require.NoError(t, <-done, "the file was tried again once the other session was done")
+	require.Equal(t, []string{"00002_both.sql"}, res.Applied)
+	require.Equal(t, []int64{1, 2}, r.versions())
+}
