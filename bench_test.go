@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -161,15 +160,8 @@ var histories = []int{0, 100, 300}
 // total (none when total is 0): each creates a table and comments on it.
 func history(t testing.TB, total int) fstest.MapFS {
 	t.Helper()
-	files := fstest.MapFS{}
-	names, err := filepath.Glob("migrations/*.sql")
-	require.NoError(t, err)
-	for _, n := range names {
-		data, err := os.ReadFile(n)
-		require.NoError(t, err)
-		files[filepath.Base(n)] = &fstest.MapFile{Data: data}
-	}
-	for v := len(names) + 1; v <= total; v++ {
+	files := libraryFiles(t, math.MaxInt64)
+	for v := len(files) + 1; v <= total; v++ {
 		files[fmt.Sprintf("%05d_h%d.sql", 1000+v, v)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
 			"-- +goose Up\nCREATE TABLE {{tables.h%[1]d}} (id int);\nCOMMENT ON TABLE {{tables.h%[1]d}} IS 'history %[1]d';\n-- +goose Down\nDROP TABLE {{tables.h%[1]d}};\n", v))}
 	}

@@ -3,8 +3,7 @@ package mylib_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
+	"math"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -75,14 +74,7 @@ WHERE c.relname = 'events_actor' AND i.indisvalid`).Scan(&valid))
 // table in use.
 func withIndexBuild(t *testing.T) fstest.MapFS {
 	t.Helper()
-	files := fstest.MapFS{}
-	names, err := filepath.Glob("migrations/*.sql")
-	require.NoError(t, err)
-	for _, n := range names {
-		data, err := os.ReadFile(n)
-		require.NoError(t, err)
-		files[filepath.Base(n)] = &fstest.MapFile{Data: data}
-	}
+	files := libraryFiles(t, math.MaxInt64)
 	files["09999_events_actor.sql"] = &fstest.MapFile{Data: []byte(`-- +goose NO TRANSACTION
 -- +goose Up
 CREATE INDEX CONCURRENTLY IF NOT EXISTS events_actor ON {{tables.events}} (actor);

@@ -1,12 +1,9 @@
 package mylib_test
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -211,20 +208,7 @@ func requireMigrated(t *testing.T, pool *pgxpool.Pool, schema string) {
 // as New loads them all: a schema migrated with them is behind by the rest.
 func migrationsUpTo(t *testing.T, version int64) *migrate.Migrations {
 	t.Helper()
-	files := fstest.MapFS{}
-	entries, err := os.ReadDir("migrations")
-	require.NoError(t, err)
-	for _, e := range entries {
-		prefix, _, _ := strings.Cut(e.Name(), "_")
-		v, err := strconv.ParseInt(prefix, 10, 64)
-		require.NoError(t, err, e.Name())
-		if v > version {
-			continue
-		}
-		data, err := os.ReadFile("migrations/" + e.Name())
-		require.NoError(t, err)
-		files[e.Name()] = &fstest.MapFile{Data: data}
-	}
+	files := libraryFiles(t, version)
 	set, err := migrate.Load(migratetest.Module, files)
 	require.NoError(t, err)
 	return set

@@ -10,8 +10,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -79,6 +82,28 @@ func migrationFiles(t *testing.T) int {
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	return len(files)
+}
+
+// libraryFiles is the library's migration files numbered up to version (all
+// with math.MaxInt64), as a file system New or migrate.Load can take.
+func libraryFiles(t testing.TB, version int64) fstest.MapFS {
+	t.Helper()
+	files := fstest.MapFS{}
+	names, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	for _, n := range names {
+		prefix, _, _ := strings.Cut(filepath.Base(n), "_")
+		v, err := strconv.ParseInt(prefix, 10, 64)
+		require.NoError(t, err, n)
+		if v > version {
+			continue
+		}
+		data, err := os.ReadFile(n)
+		require.NoError(t, err)
+		files[filepath.Base(n)] = &fstest.MapFile{Data: data}
+	}
+	return files
 }
 
 // appliedVersions reads the version table with goose's own store.

@@ -53,6 +53,36 @@ func freezeAt(m *Migrations, mark string) (frozen, thaw chan struct{}) {
 	return frozen, thaw
 }
 
+// takeOver runs a first migrator of files until it freezes before the
+// statement that contains mark, then a second one, which must take over:
+// it returns how long the second took and what it applied, and, once the
+// first has resumed, the first's error.
+func takeOver(t *testing.T, r *run, files fstest.MapFS, mark string, cfg Config) (took time.Duration, res Result, resumed error) {
+	t.Helper()
+	first, err := Load(module, files)
+	require.NoError(t, err)
+	frozen, thaw := freezeAt(first, mark)
+	done := make(chan error, 1)
+	go func() {
+		_, err := first.Up(context.Background(), r.pool, "lib", cfg)
+		done <- err
+	}()
+	<-frozen
+
+	second, err := Load(module, files)
+	require.NoError(t, err)
+	start := time.Now()
+	res, err = second.Up(context.Background(), r.pool, "lib", cfg)
+	took = time.Since(start)
+	close(thaw)
+	resumed = <-done
+	require.NoError(t, err)
+	t.Logf("the second migrator took over after %v (lease %v)", took, cfg.Lease)
+	require.GreaterOrEqual(t, took, cfg.Lease/2, "it waited for the frozen holder's lease")
+	require.Less(t, took, 10*time.Second)
+	return took, res, resumed
+}
+
 // A statement that runs longer than the lease (a concurrent index build on
 // a big table, here pg_sleep) is its holder at work: pg_stat_activity shows
 // it running with the lease's tag. Another migrator waits for it rather than
@@ -99,31 +129,9 @@ WHERE state = 'active' AND query LIKE '/* ' || $1 || ' migration lease % */ %pg_
 func TestUp_AFrozenHolderLosesTheLeaseAndFindsOut(t *testing.T) {
 	t.Parallel()
 	r := newRun(t)
-	cfg := Config{Lease: 500 * time.Millisecond}
 	files := runsFiles("INSERT INTO {{tables.runs}} VALUES (21);\nINSERT INTO {{tables.runs}} VALUES (22);\n")
-	first, err := Load(module, files)
-	require.NoError(t, err)
-	frozen, thaw := freezeAt(first, "VALUES (22)")
-	done := make(chan error, 1)
-	go func() {
-		_, err := first.Up(context.Background(), r.pool, "lib", cfg)
-		done <- err
-	}()
-	<-frozen
-
-	second, err := Load(module, files)
-	require.NoError(t, err)
-	start := time.Now()
-	res, err := second.Up(context.Background(), r.pool, "lib", cfg)
-	took := time.Since(start)
-	require.NoError(t, err)
-	t.Logf("the second migrator took over after %v (lease %v)", took, cfg.Lease)
-	require.GreaterOrEqual(t, took, cfg.Lease/2, "it waited for the lease to expire")
-	require.Less(t, took, 10*time.Second)
+	_, res, err := takeOver(t, r, files, "VALUES (22)", Config{Lease: 500 * time.Millisecond})
 	require.Equal(t, []string{"00002_notx.sql", "00003_c.sql"}, res.Applied)
-
-	close(thaw)
-	err = <-done
 	require.ErrorIs(t, err, ErrLockLost)
 	require.ErrorIs(t, err, ErrRetryable)
 	require.NotErrorIs(t, err, ErrFailed)
@@ -142,33 +150,12 @@ func TestUp_AFrozenHolderLosesTheLeaseAndFindsOut(t *testing.T) {
 func TestUp_AFrozenHolderInTheLocksTransactionLosesTheLock(t *testing.T) {
 	t.Parallel()
 	r := newRun(t)
-	cfg := Config{Lease: 500 * time.Millisecond}
 	files := fstest.MapFS{
 		"00001_runs.sql": mapFile("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\nINSERT INTO {{tables.runs}} VALUES (11);\nINSERT INTO {{tables.runs}} VALUES (12);\n"),
 		"00002_c.sql":    sqlFile("c"),
 	}
-	first, err := Load(module, files)
-	require.NoError(t, err)
-	frozen, thaw := freezeAt(first, "VALUES (12)")
-	done := make(chan error, 1)
-	go func() {
-		_, err := first.Up(context.Background(), r.pool, "lib", cfg)
-		done <- err
-	}()
-	<-frozen
-
-	second, err := Load(module, files)
-	require.NoError(t, err)
-	start := time.Now()
-	res, err := second.Up(context.Background(), r.pool, "lib", cfg)
-	took := time.Since(start)
-	require.NoError(t, err)
-	t.Logf("the second migrator got the lock after %v (lease %v)", took, cfg.Lease)
-	require.GreaterOrEqual(t, took, cfg.Lease/2, "the frozen holder kept it until the server ended its idle transaction")
+	_, res, err := takeOver(t, r, files, "VALUES (12)", Config{Lease: 500 * time.Millisecond})
 	require.Equal(t, []string{"00001_runs.sql", "00002_c.sql"}, res.Applied)
-
-	close(thaw)
-	err = <-done
 	require.ErrorIs(t, err, ErrLockLost)
 	require.ErrorIs(t, err, ErrRetryable)
 	require.NotErrorIs(t, err, ErrFailed)
