@@ -57,7 +57,7 @@ func freezeAt(m *Migrations, mark string) (frozen, thaw chan struct{}) {
 // statement that contains mark, then a second one, which must take over:
 // it returns how long the second took and what it applied, and, once the
 // first has resumed, the first's error.
-func takeOver(t *testing.T, r *run, files fstest.MapFS, mark string, cfg Config) (took time.Duration, res Result, resumed error) {
+func takeOver(t *testing.T, r *run, files fstest.MapFS, mark string, cfg Config) (res Result, resumed error) {
 	t.Helper()
 	first, err := Load(module, files)
 	require.NoError(t, err)
@@ -73,14 +73,14 @@ func takeOver(t *testing.T, r *run, files fstest.MapFS, mark string, cfg Config)
 	require.NoError(t, err)
 	start := time.Now()
 	res, err = second.Up(context.Background(), r.pool, "lib", cfg)
-	took = time.Since(start)
+	took := time.Since(start)
 	close(thaw)
 	resumed = <-done
 	require.NoError(t, err)
 	t.Logf("the second migrator took over after %v (lease %v)", took, cfg.Lease)
 	require.GreaterOrEqual(t, took, cfg.Lease/2, "it waited for the frozen holder's lease")
 	require.Less(t, took, 10*time.Second)
-	return took, res, resumed
+	return res, resumed
 }
 
 // A statement that runs longer than the lease (a concurrent index build on
@@ -130,7 +130,7 @@ func TestUp_AFrozenHolderLosesTheLeaseAndFindsOut(t *testing.T) {
 	t.Parallel()
 	r := newRun(t)
 	files := runsFiles("INSERT INTO {{tables.runs}} VALUES (21);\nINSERT INTO {{tables.runs}} VALUES (22);\n")
-	_, res, err := takeOver(t, r, files, "VALUES (22)", Config{Lease: 500 * time.Millisecond})
+	res, err := takeOver(t, r, files, "VALUES (22)", Config{Lease: 500 * time.Millisecond})
 	require.Equal(t, []string{"00002_notx.sql", "00003_c.sql"}, res.Applied)
 	require.ErrorIs(t, err, ErrLockLost)
 	require.ErrorIs(t, err, ErrRetryable)
@@ -154,7 +154,7 @@ func TestUp_AFrozenHolderInTheLocksTransactionLosesTheLock(t *testing.T) {
 		"00001_runs.sql": mapFile("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\nINSERT INTO {{tables.runs}} VALUES (11);\nINSERT INTO {{tables.runs}} VALUES (12);\n"),
 		"00002_c.sql":    sqlFile("c"),
 	}
-	_, res, err := takeOver(t, r, files, "VALUES (12)", Config{Lease: 500 * time.Millisecond})
+	res, err := takeOver(t, r, files, "VALUES (12)", Config{Lease: 500 * time.Millisecond})
 	require.Equal(t, []string{"00001_runs.sql", "00002_c.sql"}, res.Applied)
 	require.ErrorIs(t, err, ErrLockLost)
 	require.ErrorIs(t, err, ErrRetryable)
