@@ -158,6 +158,7 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 	}
 	for i, v := range steps {
 		f := r.m.byVersion[v]
+		r.conn.exec = r.buffer
 		if f.noTx {
 			if p, err := r.takeLease(ctx, f); p != nil || err != nil {
 				return p, err
@@ -167,21 +168,11 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 			return r.failed(ctx, f, err)
 		}
 		last := i == len(steps)-1
-		committed, got, err := r.h.commit(ctx, r.flush(), !last)
+		committed, got, err := r.h.commit(ctx, "", !last)
 		if committed {
 			r.done(f, up)
 		}
 		if err != nil {
-			pgErr := (*pgconn.PgError)(nil)
-			switch {
-			case committed || !errors.As(err, &pgErr):
-			case pgErr.Code == "23505" && pgErr.TableName == r.m.sumTable:
-				// Another migrator recorded the file between this one's
-				// COMMIT and its next attempt: read the state again.
-				return &pause{}, nil
-			case ctx.Err() == nil && giveWay[pgErr.Code]:
-				return r.gaveWay(ctx, f, pgErr)
-			}
 			return nil, r.commitError(ctx, err, f, committed)
 		}
 		if last {
@@ -252,10 +243,22 @@ func (r *holder) done(f *file, up bool) {
 	}
 }
 
-// record notes, for the next COMMIT, that goose applied (or undid) version:
-// its version row and its checksum. The checksum is inserted without ON
-// CONFLICT: if another migrator recorded the file in the moment between
-// this one's COMMIT and its next attempt, the COMMIT fails on the key, and
+// buffer keeps a statement of a file that runs in the lock's transaction,
+// to send with the others when goose records the file (see record). A
+// newline ends it, so that a trailing -- comment cannot take the next one
+// with it.
+func (r *holder) buffer(_ context.Context, stmt string) error {
+	r.pending = append(r.pending, stmt+"\n")
+	return nil
+}
+
+// record runs, once goose has run (or buffered) a file, what is pending (the
+// file's statements, in the lock's transaction) with the file's version row
+// and its checksum (or, undoing it, their deletion), in one round trip: the
+// COMMIT then travels with the next file's attempt. A statement that fails
+// stops the rest and is the file's error. The checksum is inserted without
+// ON CONFLICT: if another migrator recorded the file in the moment between
+// this one's COMMIT and its next attempt, the insert fails on the key, and
 // nothing is applied twice. Under the lease, it first takes the lock back.
 func (r *holder) record(ctx context.Context, version int64, up bool) error {
 	if r.lease != nil {
@@ -267,12 +270,13 @@ func (r *holder) record(ctx context.Context, version int64, up bool) error {
 		r.pending = append(r.pending,
 			fmt.Sprintf("INSERT INTO %s (version_id, is_applied) VALUES (%d, true)", r.sf.versionTable, version),
 			fmt.Sprintf("INSERT INTO %s (version_id, checksum) VALUES (%d, %d)", r.sf.sums, version, r.m.byVersion[version].checksum))
-		return nil
+	} else {
+		r.pending = append(r.pending,
+			fmt.Sprintf("DELETE FROM %s WHERE version_id = %d", r.sf.versionTable, version),
+			fmt.Sprintf("DELETE FROM %s WHERE version_id = %d", r.sf.sums, version))
 	}
-	r.pending = append(r.pending,
-		fmt.Sprintf("DELETE FROM %s WHERE version_id = %d", r.sf.versionTable, version),
-		fmt.Sprintf("DELETE FROM %s WHERE version_id = %d", r.sf.sums, version))
-	return nil
+	_, err := r.h.pg().Exec(ctx, r.flush()).ReadAll()
+	return err
 }
 
 // takeLease turns the lock into the lease, for f, which cannot run in a
@@ -361,7 +365,7 @@ func (r *holder) reclaim(ctx context.Context) error {
 		return errLeaseLost
 	}
 	f := r.m.byVersion[r.lease.version]
-	r.lease, r.conn.exec = nil, nil
+	r.lease, r.conn.exec = nil, r.buffer
 	if left := r.m.leftBy(f, results[len(results)-1]); len(left) > 0 {
 		return &invalidIndexes{names: left}
 	}
@@ -395,6 +399,10 @@ func (r *holder) failed(ctx context.Context, f *file, err error) (*pause, error)
 	}
 	var inv *invalidIndexes
 	switch pgErr := (*pgconn.PgError)(nil); {
+	case ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == r.m.sumTable:
+		// Another migrator recorded the file between this one's COMMIT
+		// and its next attempt: read the state again.
+		return &pause{}, nil
 	case ctx.Err() == nil && errors.As(err, &pgErr) && giveWay[pgErr.Code]:
 		return r.gaveWay(ctx, f, pgErr)
 	case errors.Is(err, errLeaseLost):
