@@ -163,7 +163,7 @@ func (c *Client) Record(ctx context.Context, ev Event) (Event, error) {
 // library's database; it may come from any pool.
 func (c *Client) RecordTx(ctx context.Context, tx pgx.Tx, ev Event) (Event, error) {
 	if tx == nil {
-		return Event{}, errors.New(moduleName + ": RecordTx is given a nil transaction: pass the pgx.Tx from Begin")
+		return Event{}, fmt.Errorf("%w: RecordTx is given a nil transaction: pass the pgx.Tx from Begin", ErrInvalidArgument)
 	}
 	return c.record(ctx, tx, ev)
 }
@@ -204,10 +204,10 @@ func (ev Event) check() error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf(moduleName+": an event needs %v: set them, e.g. Actor: \"alice\", Action: \"login\", Subject: \"account:42\"", missing)
+		return fmt.Errorf("%w: an event needs %v: set them, e.g. Actor: \"alice\", Action: \"login\", Subject: \"account:42\"", ErrInvalidArgument, missing)
 	}
 	if ev.Data != nil && !json.Valid(ev.Data) {
-		return errors.New(moduleName + ": the event's Data is not valid JSON: pass a JSON object such as {\"ip\": \"10.0.0.1\"}, or nil")
+		return fmt.Errorf("%w: the event's Data is not valid JSON: pass a JSON object such as {\"ip\": \"10.0.0.1\"}, or nil", ErrInvalidArgument)
 	}
 	return nil
 }
@@ -222,7 +222,7 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 		return Page{}, err
 	}
 	if limit < 1 || limit > MaxPageSize {
-		return Page{}, fmt.Errorf(moduleName+": List limit %d is out of range: pass 1 to %d", limit, MaxPageSize)
+		return Page{}, fmt.Errorf("%w: List limit %d is out of range: pass 1 to %d", ErrInvalidArgument, limit, MaxPageSize)
 	}
 	var rows pgx.Rows
 	var err error
@@ -359,7 +359,7 @@ func (c *Client) purgeStopped(cause error, before time.Time, total int64) error 
 // batches empty): each is one small row, which a later Record reuses.
 func (c *Client) PurgeTx(ctx context.Context, tx pgx.Tx, before time.Time) (int64, error) {
 	if tx == nil {
-		return 0, errors.New(moduleName + ": PurgeTx is given a nil transaction: pass the pgx.Tx from Begin")
+		return 0, fmt.Errorf("%w: PurgeTx is given a nil transaction: pass the pgx.Tx from Begin", ErrInvalidArgument)
 	}
 	if err := c.checkPurge(before); err != nil {
 		return 0, err
@@ -377,7 +377,7 @@ func (c *Client) checkPurge(before time.Time) error {
 		return err
 	}
 	if before.IsZero() {
-		return errors.New(moduleName + ": Purge is given the zero time, which would delete nothing: pass a cutoff such as time.Now().AddDate(0, 0, -90)")
+		return fmt.Errorf("%w: Purge is given the zero time, which would delete nothing: pass a cutoff such as time.Now().AddDate(0, 0, -90)", ErrInvalidArgument)
 	}
 	return nil
 }

@@ -235,15 +235,18 @@ func TestAudit_BadEventsAreRefused(t *testing.T) {
 		"invalid json": {Actor: "a", Action: "a", Subject: "s", Data: []byte(`{`)},
 	} {
 		_, err := c.Record(ctx, ev)
-		require.Error(t, err, name)
+		require.ErrorIs(t, err, mylib.ErrInvalidArgument, name)
 	}
 	_, err := c.RecordTx(ctx, nil, mylib.Event{Actor: "a", Action: "a", Subject: "s"})
+	require.ErrorIs(t, err, mylib.ErrInvalidArgument)
 	require.ErrorContains(t, err, "nil transaction")
 	for _, limit := range []int{0, -1, mylib.MaxPageSize + 1} {
 		_, err := c.List(ctx, "s", limit, nil)
+		require.ErrorIs(t, err, mylib.ErrInvalidArgument)
 		require.ErrorContains(t, err, "out of range")
 	}
 	_, err = c.Purge(ctx, time.Time{})
+	require.ErrorIs(t, err, mylib.ErrInvalidArgument)
 	require.ErrorContains(t, err, "zero time")
 	n, err := c.Count(ctx, "s")
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgdual/mylib/internal/errs"
 	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/redact"
 	"github.com/pgdual/mylib/internal/sqltmpl"
@@ -34,70 +35,61 @@ const DefaultSchema = "mylib"
 
 // Errors a caller can branch on with errors.Is. Every error New returns also
 // says what was wrong and what to do; an error matches every sentinel that is
-// true of it (a lost lock is also retryable).
+// true of it (a lost lock is also retryable). Each is defined once, in
+// internal/errs, and the machinery's errors match them directly.
 var (
 	// ErrClosed is returned by every method called after Close.
-	ErrClosed = errors.New(moduleName + ": client is closed")
+	ErrClosed = errs.Closed
 	// ErrInvalidConfig is wrapped by errors about options and what they carry:
 	// the DSN, the manager, pool sizes.
-	ErrInvalidConfig = errors.New(moduleName + ": invalid configuration")
+	ErrInvalidConfig = errs.InvalidConfig
 	// ErrInvalidSchema is wrapped by errors about the schema: a name that is
 	// not a valid schema name, or a schema the library has never migrated
 	// that already holds tables under the names its migrations create.
 	// Nothing is created in the database.
-	ErrInvalidSchema = errors.New(moduleName + ": invalid schema")
+	ErrInvalidSchema = errs.InvalidSchema
 	// ErrMigration is wrapped by every error from bringing the schema up to
 	// date, whatever stopped it.
-	ErrMigration = errors.New(moduleName + ": migrations")
+	ErrMigration = errs.Migration
 	// ErrDrift is wrapped when an applied migration's file has changed.
 	// Restore the file; add a new one for the change.
-	ErrDrift = errors.New(moduleName + ": applied migration changed")
+	ErrDrift = errs.Drift
 	// ErrOutOfOrder is wrapped when a file is numbered below the applied version.
-	ErrOutOfOrder = errors.New(moduleName + ": migration out of order")
+	ErrOutOfOrder = errs.OutOfOrder
 	// ErrUnknownVersion is wrapped when the schema records a version that no
 	// file has: a migration file was deleted or renamed.
-	ErrUnknownVersion = errors.New(moduleName + ": applied version has no migration file")
+	ErrUnknownVersion = errs.UnknownVersion
 	// ErrMigrationFailed is wrapped when a migration file's SQL failed; the
 	// schema stays at the version before it. Fix the file.
-	ErrMigrationFailed = errors.New(moduleName + ": migration failed")
+	ErrMigrationFailed = errs.MigrationFailed
 	// ErrLockLost is wrapped when the migration lock was lost while
 	// migrating: the connection holding it was lost (a terminated backend, a
 	// restart, a failover), or the migrator stopped talking for longer than
 	// the lease (frozen, partitioned) and another took over. What it held
 	// uncommitted was rolled back: nothing ran unlocked. It is retryable.
-	ErrLockLost = errors.New(moduleName + ": migration lock lost")
+	ErrLockLost = errs.LockLost
 	// ErrRetryable is wrapped by faults that starting again fixes, with the
 	// database as it was or consistently further along: a lost connection, a
 	// server restart or failover, a lost lock, a deadlock or serialization
 	// conflict, a server out of connections, a server that cannot be
 	// reached, and, with the caller's context error, a lock the host held
 	// until the deadline (the error names the session that held it).
-	ErrRetryable = errors.New(moduleName + ": retryable")
+	ErrRetryable = errs.Retryable
 	// ErrNotMigrated is wrapped when the schema is behind this code and the
 	// session cannot migrate it: the role may not create in the schema (a
 	// runtime role), or the server is read-only (a standby). Nothing is
 	// created or changed. Run the migrations with the schema owner's role on
 	// the primary (a deploy step), then start again.
-	ErrNotMigrated = errors.New(moduleName + ": schema not migrated")
+	ErrNotMigrated = errs.NotMigrated
 	// ErrIrreversible is wrapped when MigrateTo would have to undo a file
 	// that has no Down section, or an applied version that no file of this
 	// code has. Nothing is changed.
-	ErrIrreversible = errors.New(moduleName + ": migration cannot be undone")
+	ErrIrreversible = errs.Irreversible
+	// ErrInvalidArgument is wrapped when a method is given what it cannot
+	// use: an event without an actor, a page size out of range, a nil
+	// transaction. Nothing is changed.
+	ErrInvalidArgument = errs.InvalidArgument
 )
-
-// kinds maps the errors of the machinery to the sentinels above.
-var kinds = []struct{ internal, public error }{
-	{migrate.ErrDrift, ErrDrift},
-	{migrate.ErrOutOfOrder, ErrOutOfOrder},
-	{migrate.ErrUnknownVersion, ErrUnknownVersion},
-	{migrate.ErrFailed, ErrMigrationFailed},
-	{migrate.ErrLockLost, ErrLockLost},
-	{migrate.ErrRetryable, ErrRetryable},
-	{migrate.ErrNotMigrated, ErrNotMigrated},
-	{migrate.ErrSchemaClash, ErrInvalidSchema},
-	{migrate.ErrIrreversible, ErrIrreversible},
-	{sqltmpl.ErrSchemaName, ErrInvalidSchema},
-}
 
 //go:embed migrations/*.sql
 var embedded embed.FS
@@ -202,23 +194,17 @@ func prepare(caller string, opts []Option) (c *Client, set *migrate.Migrations, 
 	return c, set, secrets, err
 }
 
-// startError gives an error of the migrations the sentinels it matches; all
-// but a server that could not be reached are ErrMigration.
+// startError gives an error of the migrations the library's prefix, and
+// ErrMigration unless no connection could be made.
 func startError(err error) error {
-	is := make([]error, 0, 3)
-	if !errors.Is(err, migrate.ErrConnect) {
-		is = append(is, ErrMigration)
+	if errors.Is(err, errs.Connect) {
+		return &publicError{err: err}
 	}
-	for _, k := range kinds {
-		if errors.Is(err, k.internal) {
-			is = append(is, k.public)
-		}
-	}
-	return &publicError{err: err, is: is}
+	return &publicError{err: err, is: []error{ErrMigration}}
 }
 
 // publicError is an error of the machinery as a caller sees it: prefixed with
-// the library's name, matching this package's sentinels.
+// the library's name, matching the sentinels its own error matches and is.
 type publicError struct {
 	err error
 	is  []error
@@ -238,7 +224,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		}
 		c, err := newClient(pool, false, schema, log)
 		if err != nil {
-			return nil, nil, &publicError{err: fmt.Errorf("the manager's Schema() returned %q: %w", schema, err), is: []error{ErrInvalidSchema}}
+			return nil, nil, &publicError{err: fmt.Errorf("the manager's Schema() returned %q: %w", schema, err)}
 		}
 		return c, nil, nil
 	}
@@ -258,7 +244,7 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		fn(poolCfg)
 	}
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
-		return nil, secrets, &publicError{err: fmt.Errorf("WithSchema: %w", err), is: []error{ErrInvalidSchema}}
+		return nil, secrets, &publicError{err: fmt.Errorf("WithSchema: %w", err)}
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {

@@ -14,6 +14,17 @@ import (
 	"github.com/pgdual/mylib/internal/sqltmpl"
 )
 
+// TestErrors_SayTheLibrarysName: every sentinel, defined in internal/errs,
+// starts with the library's name, as every error of the library does.
+func TestErrors_SayTheLibrarysName(t *testing.T) {
+	for _, err := range []error{ErrClosed, ErrInvalidConfig, ErrInvalidSchema, ErrInvalidArgument, ErrMigration, ErrDrift,
+		ErrOutOfOrder, ErrUnknownVersion, ErrMigrationFailed, ErrLockLost, ErrRetryable, ErrNotMigrated, ErrIrreversible} {
+		if !strings.HasPrefix(err.Error(), moduleName+": ") {
+			t.Errorf("%q does not start with %q: rename the library in internal/errs too", err, moduleName+": ")
+		}
+	}
+}
+
 // TestModuleName_MatchesModulePath catches a library copied from the template
 // by other means than internal/newlib (gonew, git clone) and left with the
 // template's moduleName: two such libraries in one schema would share a

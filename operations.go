@@ -115,7 +115,7 @@ func Status(ctx context.Context, opts ...Option) ([]MigrationStatus, error) {
 // and holds it to these files. It refuses to apply a file already applied.
 func Script(schema string, from int64) (string, error) {
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
-		return "", &publicError{err: fmt.Errorf("Script: %w", err), is: []error{ErrInvalidSchema}}
+		return "", &publicError{err: fmt.Errorf("Script: %w", err)}
 	}
 	set, err := migrations()
 	if err != nil {
@@ -138,7 +138,7 @@ func Script(schema string, from int64) (string, error) {
 // works; on a schema behind the code, New fails with ErrNotMigrated.
 func Grants(schema, role string) ([]string, error) {
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
-		return nil, &publicError{err: fmt.Errorf("Grants: %w", err), is: []error{ErrInvalidSchema}}
+		return nil, &publicError{err: fmt.Errorf("Grants: %w", err)}
 	}
 	if role == "" {
 		return nil, fmt.Errorf("%w: Grants: no role given: name the role the application connects as", ErrInvalidConfig)

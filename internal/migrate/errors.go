@@ -13,65 +13,33 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgdual/mylib/internal/errs"
 )
 
-// Errors a caller can branch on with errors.Is. An error matches every kind
-// that is true of it: a lost lock is also retryable.
+// The errors of the library that this package's errors match (see
+// internal/errs), under the names this package's code and tests use.
 var (
-	// ErrDrift: an applied migration's file has changed since it was applied.
-	ErrDrift = errors.New("applied migration changed")
-	// ErrOutOfOrder: a file is numbered below a version already applied.
-	ErrOutOfOrder = errors.New("migration out of order")
-	// ErrUnknownVersion: the schema records a version that no file has, below the newest file.
-	ErrUnknownVersion = errors.New("applied version has no migration file")
-	// ErrFailed: a migration file's SQL failed; the schema stays at the version before it.
-	ErrFailed = errors.New("migration failed")
-	// ErrLockLost: the connection holding the migration lock was lost while
-	// migrating; what it held uncommitted was rolled back.
-	ErrLockLost = errors.New("migration lock lost")
-	// ErrRetryable: a fault that starting again fixes: a lost connection, a
-	// server restart or failover, a deadlock, a lock wait that timed out.
-	ErrRetryable = errors.New("retryable")
-	// ErrNotMigrated: the schema is behind the files and this session cannot
-	// migrate it: its role may not, or the server is read-only.
-	ErrNotMigrated = errors.New("schema not migrated")
-	// ErrSchemaClash: a schema the library never migrated already holds a
-	// table under a name the migrations create.
-	ErrSchemaClash = errors.New("schema holds tables of its own")
-	// ErrConnect: no connection could be made: the server is not reachable,
-	// or it refused the login.
-	ErrConnect = errors.New("cannot connect")
-	// ErrIrreversible: a move down would undo a file that has no Down
-	// section, or a version that no file has.
-	ErrIrreversible = errors.New("migration cannot be undone")
+	ErrDrift          = errs.Drift
+	ErrOutOfOrder     = errs.OutOfOrder
+	ErrUnknownVersion = errs.UnknownVersion
+	ErrFailed         = errs.MigrationFailed
+	ErrLockLost       = errs.LockLost
+	ErrRetryable      = errs.Retryable
+	ErrNotMigrated    = errs.NotMigrated
+	ErrSchemaClash    = errs.InvalidSchema
+	ErrConnect        = errs.Connect
+	ErrIrreversible   = errs.Irreversible
 )
 
-// Error is an error of this package: its message, the kinds above that it
-// matches, and the error that caused it, if any.
-type Error struct {
-	msg   string
-	kinds []error
-	cause error
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// Unwrap returns the kinds and the cause, for errors.Is and errors.As.
-func (e *Error) Unwrap() []error {
-	if e.cause == nil {
-		return e.kinds
-	}
-	return append(e.kinds[:len(e.kinds):len(e.kinds)], e.cause)
-}
-
-// newError builds an Error; the cause is part of msg already, and is kept
-// for errors.As. A context error of ours (not the caller's) is kept as text
+// newError builds an error of the library; the cause is part of the message
+// already, and is kept for errors.As. A context error of ours (not the caller's) is kept as text
 // only: nothing matches context.Canceled unless the caller cancelled.
-func newError(ctx context.Context, kinds []error, cause error, format string, args ...any) *Error {
+func newError(ctx context.Context, kinds []error, cause error, format string, args ...any) *errs.Error {
 	if cause != nil && ctx.Err() == nil && (errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded)) {
 		cause = errors.New(cause.Error())
 	}
-	return &Error{msg: fmt.Sprintf(format, args...), kinds: kinds, cause: cause}
+	return errs.New(kinds, cause, format, args...)
 }
 
 // interrupted says that the caller's context ended what was doing, and wraps

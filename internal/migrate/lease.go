@@ -55,7 +55,7 @@ func (s leaseSQL) create() string {
 
 // tag is the comment that leads every statement sent under the lease.
 func (s leaseSQL) tag(l lease) string {
-	return "/* " + s.module + " migration lease " + strconv.FormatInt(l.token, 10) + " */ "
+	return "/* " + s.module + ": migration lease " + strconv.FormatInt(l.token, 10) + " */ "
 }
 
 // take is the statement, in the lock's transaction, that takes the lease
@@ -69,7 +69,7 @@ ON CONFLICT (id) DO UPDATE SET token = excluded.token, version = excluded.versio
 WHERE held.expires_at < pg_catalog.clock_timestamp() AND NOT EXISTS (
 	SELECT FROM pg_catalog.pg_stat_activity a
 	WHERE a.datname = pg_catalog.current_database() AND a.state = 'active'
-	AND pg_catalog.starts_with(a.query, '/* %[5]s migration lease ' || held.token || ' */'));
+	AND pg_catalog.starts_with(a.query, '/* %[5]s: migration lease ' || held.token || ' */'));
 SELECT token, version, extract(epoch FROM expires_at - pg_catalog.clock_timestamp()) FROM %[1]s`,
 		s.table, l.token, l.version, interval(ttl), s.module)
 }

@@ -107,7 +107,7 @@ func TestUp_ALongStatementUnderTheLeaseIsNotTakenOver(t *testing.T) {
 	require.Eventually(t, func() bool {
 		var n int
 		require.NoError(t, r.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-WHERE state = 'active' AND query LIKE '/* ' || $1 || ' migration lease % */ %pg_sleep(2)%'`, module).Scan(&n))
+WHERE state = 'active' AND query LIKE '/* ' || $1 || ': migration lease % */ %pg_sleep(2)%'`, module).Scan(&n))
 		return n == 1
 	}, 10*time.Second, 5*time.Millisecond, "the first migrator runs the long statement, tagged")
 

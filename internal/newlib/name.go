@@ -85,7 +85,7 @@ func nameProblem(name string) string {
 	case strings.HasPrefix(name, "pg_"):
 		return "PostgreSQL reserves schema names starting with pg_"
 	case sqltmpl.ValidateSchema(name) != nil:
-		return "it cannot be a schema name: " + strings.TrimPrefix(sqltmpl.ValidateSchema(name).Error(), sqltmpl.ErrSchemaName.Error()+" ")
+		return "it cannot be a schema name: " + strings.TrimPrefix(sqltmpl.ValidateSchema(name).Error(), "invalid schema name ")
 	case types.Universe.Lookup(name) != nil:
 		return "it is a predeclared Go identifier, which every file importing the library would lose"
 	case name == "main":

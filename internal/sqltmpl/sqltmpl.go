@@ -19,13 +19,16 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdual/mylib/internal/errs"
 )
 
 // ErrPlaceholder is wrapped by every error about a malformed or unknown placeholder.
 var ErrPlaceholder = errors.New("bad placeholder")
 
-// ErrSchemaName is wrapped by every error about an invalid schema name.
-var ErrSchemaName = errors.New("invalid schema name")
+// ErrSchemaName is matched by every error about an invalid schema name: it
+// is the library's errs.InvalidSchema.
+var ErrSchemaName = errs.InvalidSchema
 
 // identifier is a schema name, and what may follow "tables." in a placeholder.
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -40,13 +43,13 @@ const literalHint = `; "{{" and "}}" are reserved for placeholders: in a literal
 func ValidateSchema(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: the name is empty; use a lowercase identifier such as \"audit\"", ErrSchemaName)
+		return errs.New([]error{ErrSchemaName}, nil, "invalid schema name: the name is empty; use a lowercase identifier such as \"audit\"")
 	case !identifier.MatchString(name):
-		return fmt.Errorf("%w %q: it must match ^[a-z_][a-z0-9_]{0,62}$ (lowercase letters, digits and underscores, at most 63 bytes, not starting with a digit)", ErrSchemaName, name)
+		return errs.New([]error{ErrSchemaName}, nil, "invalid schema name %q: it must match ^[a-z_][a-z0-9_]{0,62}$ (lowercase letters, digits and underscores, at most 63 bytes, not starting with a digit)", name)
 	case strings.HasPrefix(name, "pg_"):
-		return fmt.Errorf("%w %q: it starts with pg_, which PostgreSQL reserves for system schemas; choose another name", ErrSchemaName, name)
+		return errs.New([]error{ErrSchemaName}, nil, "invalid schema name %q: it starts with pg_, which PostgreSQL reserves for system schemas; choose another name", name)
 	case name == "information_schema":
-		return fmt.Errorf("%w %q: it is a system schema; choose another name", ErrSchemaName, name)
+		return errs.New([]error{ErrSchemaName}, nil, "invalid schema name %q: it is a system schema; choose another name", name)
 	}
 	return nil
 }
