@@ -184,8 +184,8 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 	// subject another transaction created meanwhile.
 	var err error
 	for _, st := range []*sqltmpl.Statement{recordSQL, recordNewSQL, recordNewSQL} {
-		run := c.stmts.get(st)
-		err = q.QueryRow(ctx, run.sql, run.args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
+		run := c.stmts.Get(st)
+		err = q.QueryRow(ctx, run.SQL, run.Args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			break
 		}
@@ -227,11 +227,11 @@ func (c *Client) List(ctx context.Context, subject string, limit int, after *Cur
 	var rows pgx.Rows
 	var err error
 	if after == nil {
-		st := c.stmts.get(listFirstSQL)
-		rows, err = c.pool.Query(ctx, st.sql, st.args(subject, limit+1)...)
+		st := c.stmts.Get(listFirstSQL)
+		rows, err = c.pool.Query(ctx, st.SQL, st.Args(subject, limit+1)...)
 	} else {
-		st := c.stmts.get(listAfterSQL)
-		rows, err = c.pool.Query(ctx, st.sql, st.args(subject, limit+1, after.At, after.ID)...)
+		st := c.stmts.Get(listAfterSQL)
+		rows, err = c.pool.Query(ctx, st.SQL, st.Args(subject, limit+1, after.At, after.ID)...)
 	}
 	if err != nil {
 		return Page{}, c.fail(err, "listing events of %s", subject)
@@ -266,8 +266,8 @@ func (c *Client) Count(ctx context.Context, subject string) (int64, error) {
 		return 0, err
 	}
 	var n int64
-	st := c.stmts.get(countSQL)
-	if err := c.pool.QueryRow(ctx, st.sql, st.args(subject)...).Scan(&n); err != nil {
+	st := c.stmts.Get(countSQL)
+	if err := c.pool.QueryRow(ctx, st.SQL, st.Args(subject)...).Scan(&n); err != nil {
 		return 0, c.fail(err, "counting events of %s", subject)
 	}
 	return n, nil
@@ -319,8 +319,8 @@ func (c *Client) purgeBatch(ctx context.Context, before time.Time, from *time.Ti
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		var end *time.Time
 		var subjects []int64
-		batch := c.stmts.get(purgeBatchSQL)
-		if err := tx.QueryRow(ctx, batch.sql, batch.args(before, PurgeBatchSize, from)...).Scan(&n, &end, &subjects); err != nil {
+		batch := c.stmts.Get(purgeBatchSQL)
+		if err := tx.QueryRow(ctx, batch.SQL, batch.Args(before, PurgeBatchSize, from)...).Scan(&n, &end, &subjects); err != nil {
 			return err
 		}
 		if end != nil {
@@ -329,14 +329,14 @@ func (c *Client) purgeBatch(ctx context.Context, before time.Time, from *time.Ti
 		if len(subjects) == 0 {
 			return nil
 		}
-		lock := c.stmts.get(lockEmptySubjectsSQL)
-		rows, _ := tx.Query(ctx, lock.sql, lock.args(subjects)...)
+		lock := c.stmts.Get(lockEmptySubjectsSQL)
+		rows, _ := tx.Query(ctx, lock.SQL, lock.Args(subjects)...)
 		empty, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil || len(empty) == 0 {
 			return err
 		}
-		del := c.stmts.get(deleteSubjectsSQL)
-		_, err = tx.Exec(ctx, del.sql, del.args(empty)...)
+		del := c.stmts.Get(deleteSubjectsSQL)
+		_, err = tx.Exec(ctx, del.SQL, del.Args(empty)...)
 		return err
 	})
 	if err != nil {
@@ -364,8 +364,8 @@ func (c *Client) PurgeTx(ctx context.Context, tx pgx.Tx, before time.Time) (int6
 	if err := c.checkPurge(before); err != nil {
 		return 0, err
 	}
-	st := c.stmts.get(purgeSQL)
-	tag, err := tx.Exec(ctx, st.sql, st.args(before)...)
+	st := c.stmts.Get(purgeSQL)
+	tag, err := tx.Exec(ctx, st.SQL, st.Args(before)...)
 	if err != nil {
 		return 0, c.fail(err, "purging events before %s", before.Format(time.RFC3339))
 	}

@@ -7,17 +7,17 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgdual/mylib/internal/errs"
 	"github.com/pgdual/mylib/internal/migrate"
+	"github.com/pgdual/mylib/internal/poolreg"
 	"github.com/pgdual/mylib/internal/redact"
 	"github.com/pgdual/mylib/internal/sqltmpl"
+	"github.com/pgdual/mylib/internal/stmtcache"
 )
 
 // moduleName names this library in its database objects: the version table
@@ -109,7 +109,7 @@ type Client struct {
 	pool   *pgxpool.Pool
 	owned  bool // the Client built the pool, so Close closes it
 	schema string
-	stmts  *statements // how its statements run on the pool (statements.go)
+	stmts  *stmtcache.Statements // how its statements run on the pool
 	log    *slog.Logger
 	// migration is how it migrates: its logger and lock_timeout.
 	migration migrate.Config
@@ -255,7 +255,8 @@ func open(cfg *config, log *slog.Logger) (*Client, []string, error) {
 		pool.Close()
 		return nil, secrets, err
 	}
-	c.forget = pools.add(&poolCfg.ConnConfig.Config, log)
+	c.forget = poolreg.Add(&poolCfg.ConnConfig.Config, log,
+		moduleName+": another connection pool to the same database is open in this process; each pool holds its own connections: open one pool in the host and pass it with WithManager")
 	return c, secrets, nil
 }
 
@@ -264,7 +265,7 @@ func newClient(pool *pgxpool.Pool, owned bool, schema string, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	return &Client{pool: pool, owned: owned, schema: schema, stmts: newStatements(pool, r), log: log}, nil
+	return &Client{pool: pool, owned: owned, schema: schema, stmts: stmtcache.New(pool, r), log: log}, nil
 }
 
 // Schema returns the schema the Client keeps its tables in.
@@ -278,7 +279,7 @@ func (c *Client) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
-	c.stmts.release()
+	c.stmts.Release()
 	if c.owned {
 		c.pool.Close()
 		c.forget()
@@ -301,40 +302,4 @@ func (c *Client) fail(err error, format string, args ...any) error {
 		return errors.Join(ErrClosed, err)
 	}
 	return err
-}
-
-// pools counts the standalone pools open in this process per server, database
-// and user, to warn when a second one opens: each pool holds its own
-// connections, and a process should share one (WithManager).
-var pools = &poolRegistry{open: make(map[string]int)}
-
-type poolRegistry struct {
-	mu   sync.Mutex
-	open map[string]int
-}
-
-// add records a pool and warns when one to the same server, database and
-// user is already open. The key holds no password.
-func (r *poolRegistry) add(cc *pgconn.Config, log *slog.Logger) (forget func()) {
-	key := cc.Host + "\x00" + strconv.Itoa(int(cc.Port)) + "\x00" + cc.Database + "\x00" + cc.User
-	r.mu.Lock()
-	r.open[key]++
-	n := r.open[key]
-	r.mu.Unlock()
-	if n > 1 {
-		log.LogAttrs(context.Background(), slog.LevelWarn,
-			moduleName+": another connection pool to the same database is open in this process; each pool holds its own connections: open one pool in the host and pass it with WithManager",
-			slog.String("host", cc.Host), slog.Int("port", int(cc.Port)),
-			slog.String("database", cc.Database), slog.String("user", cc.User), slog.Int("pools", n))
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.open[key]--; r.open[key] <= 0 {
-				delete(r.open, key)
-			}
-		})
-	}
 }

@@ -3,11 +3,10 @@ package mylib
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/pgdual/mylib/internal/grants"
+	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/redact"
 	"github.com/pgdual/mylib/internal/sqltmpl"
 )
@@ -143,16 +142,5 @@ func Grants(schema, role string) ([]string, error) {
 	if role == "" {
 		return nil, fmt.Errorf("%w: Grants: no role given: name the role the application connects as", ErrInvalidConfig)
 	}
-	s, r := pgx.Identifier{schema}.Sanitize(), pgx.Identifier{role}.Sanitize()
-	stmts := []string{
-		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s", s, r),
-		fmt.Sprintf("GRANT SELECT ON %s TO %s", pgx.Identifier{schema, moduleName + "_goose_checksums"}.Sanitize(), r),
-	}
-	for _, p := range runtimePrivileges {
-		stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(p.privileges, ", "), pgx.Identifier{schema, p.table}.Sanitize(), r))
-	}
-	return append(stmts,
-		fmt.Sprintf("ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %s", s, r),
-		fmt.Sprintf("ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT USAGE ON SEQUENCES TO %s", s, r),
-	), nil
+	return grants.Statements(schema, role, migrate.ChecksumTable(moduleName), runtimePrivileges), nil
 }

@@ -1,10 +1,6 @@
 package mylib
 
-// tablePrivileges are privileges on one of the library's tables.
-type tablePrivileges struct {
-	table      string
-	privileges []string
-}
+import "github.com/pgdual/mylib/internal/grants"
 
 // runtimePrivileges are the privileges the library's methods need at run
 // time, table by table: what Grants gives a runtime role, and no more. They
@@ -17,7 +13,7 @@ type tablePrivileges struct {
 //     List and Count look it up, Purge locks the ones left without events FOR
 //     UPDATE and deletes them. Row locks need UPDATE on one column: id, which
 //     is GENERATED ALWAYS and so cannot be set to a value.
-var runtimePrivileges = []tablePrivileges{
-	{"events", []string{"SELECT", "INSERT", "DELETE"}},
-	{"subjects", []string{"SELECT", "INSERT", "DELETE", "UPDATE (id)"}},
+var runtimePrivileges = []grants.Table{
+	{Name: "events", Privileges: []string{"SELECT", "INSERT", "DELETE"}},
+	{Name: "subjects", Privileges: []string{"SELECT", "INSERT", "DELETE", "UPDATE (id)"}},
 }

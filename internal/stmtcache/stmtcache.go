@@ -1,4 +1,7 @@
-package mylib
+// Package stmtcache decides how the library's statements run on a pool that
+// many Clients share: prepared and cached by pgx while they fit in a share of
+// each connection's statement cache, unnamed otherwise.
+package stmtcache
 
 import (
 	"sync"
@@ -9,7 +12,8 @@ import (
 	"github.com/pgdual/mylib/internal/sqltmpl"
 )
 
-// How the library's statements are executed on a pool that many Clients share.
+// How the library's statements are executed on a pool that many Clients
+// share.
 //
 // In its default mode pgx prepares every statement it runs and keeps it in a
 // per-connection cache of 512 (StatementCacheCapacity), evicting the least
@@ -26,9 +30,10 @@ import (
 // 384 of its statements prepared on every connection of the pool.
 const hostShare = 4
 
-// statement is a statement rendered for a Client's schema, and how to run it.
-type statement struct {
-	sql string
+// Statement is a statement rendered for a Client's schema, and how to run it.
+type Statement struct {
+	// SQL is the statement as the Client's schema runs it.
+	SQL string
 	// exec says the statement runs unnamed: its pool's statement cache is
 	// full of the library's other statements.
 	exec bool
@@ -36,46 +41,46 @@ type statement struct {
 	admitted bool
 }
 
-// args returns the arguments of a query, led by the execution mode when the
+// Args returns the arguments of a query, led by the execution mode when the
 // statement runs unnamed (pgx reads a leading QueryExecMode as an option).
-func (s *statement) args(args ...any) []any {
+func (s *Statement) Args(args ...any) []any {
 	if !s.exec {
 		return args
 	}
 	return append([]any{pgx.QueryExecModeExec}, args...)
 }
 
-// statements are a Client's statements, rendered and admitted on first use.
-type statements struct {
+// Statements are a Client's statements, rendered and admitted on first use.
+type Statements struct {
 	render *sqltmpl.Renderer
 	pool   *poolStatements
 	closed bool
 	byStmt sync.Map // *sqltmpl.Statement -> *statement
 }
 
-// get returns s rendered for the Client's schema, with how to run it. After
+// Get returns s rendered for the Client's schema, with how to run it. After
 // the first call for a statement it costs one map lookup.
-func (st *statements) get(s *sqltmpl.Statement) *statement {
+func (st *Statements) Get(s *sqltmpl.Statement) *Statement {
 	if v, ok := st.byStmt.Load(s); ok {
-		return v.(*statement)
+		return v.(*Statement)
 	}
 	p := st.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if v, ok := st.byStmt.Load(s); ok {
-		return v.(*statement)
+		return v.(*Statement)
 	}
-	out := &statement{sql: st.render.SQL(s)}
+	out := &Statement{SQL: st.render.SQL(s)}
 	if !st.closed {
-		out.admitted = p.admit(out.sql)
+		out.admitted = p.admit(out.SQL)
 		out.exec = !out.admitted
 	}
 	st.byStmt.Store(s, out)
 	return out
 }
 
-// release gives back the Client's places in its pool's statement cache.
-func (st *statements) release() {
+// Release gives back the Client's places in its pool's statement cache.
+func (st *Statements) Release() {
 	p := st.pool
 	sharedPools.mu.Lock()
 	defer sharedPools.mu.Unlock()
@@ -83,8 +88,8 @@ func (st *statements) release() {
 	defer p.mu.Unlock()
 	st.closed = true
 	st.byStmt.Range(func(_, v any) bool {
-		if s := v.(*statement); s.admitted {
-			p.drop(s.sql)
+		if s := v.(*Statement); s.admitted {
+			p.drop(s.SQL)
 		}
 		return true
 	})
@@ -130,8 +135,8 @@ var sharedPools = struct {
 	byPool map[*pgxpool.Pool]*poolStatements
 }{byPool: make(map[*pgxpool.Pool]*poolStatements)}
 
-// newStatements registers a Client on pool; release unregisters it.
-func newStatements(pool *pgxpool.Pool, render *sqltmpl.Renderer) *statements {
+// New registers a Client on pool; Release unregisters it.
+func New(pool *pgxpool.Pool, render *sqltmpl.Renderer) *Statements {
 	sharedPools.mu.Lock()
 	defer sharedPools.mu.Unlock()
 	p, ok := sharedPools.byPool[pool]
@@ -140,7 +145,7 @@ func newStatements(pool *pgxpool.Pool, render *sqltmpl.Renderer) *statements {
 		sharedPools.byPool[pool] = p
 	}
 	p.clients++
-	return &statements{render: render, pool: p}
+	return &Statements{render: render, pool: p}
 }
 
 // cacheRoom is how many of the library's statements a pool's connections may
