@@ -101,3 +101,7 @@
 // ends and safe with t.Parallel(). It brings no container runtime into the
 // host's build: the host's tests bring the database.
 package mylib
+
+// The library's own (newlib.manifest): a library made from the template
+// rewrites the opening of the package comment above; its sections on modes,
+// migrations, errors and logging hold for it too.

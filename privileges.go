@@ -1,5 +1,8 @@
 package mylib
 
+// The library's own (newlib.manifest): the privileges the example domain's
+// methods need, which a library made from the template lists for its own.
+
 // tablePrivileges are privileges on one of the library's tables.
 type tablePrivileges struct {
 	table      string

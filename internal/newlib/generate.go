@@ -14,10 +14,6 @@ import (
 	"unicode/utf8"
 )
 
-// The files of the root package that a library keeps as they are; the other
-// non-test files there but the package comment are the example domain.
-var keptRootFiles = []string{"lib.go", "options.go"}
-
 // docFile holds the package comment, whose opening says what the library
 // does; its sections on modes, migrations and errors hold for any library
 // made from the template.
@@ -39,15 +35,19 @@ type copied struct {
 	untracked []string          // files in the template's work tree that git does not track
 	aliases   map[string]string // files that import the library under another name: the name
 	todo      todo
+	origin    origin // what the copy records of its template
 }
 
-// todo is what a new library still has to do by hand.
+// todo is what a new library still has to do by hand, as its manifest says.
 type todo struct {
-	domain     []string // root-package files to replace
+	domain     []string // the example domain's code, to replace
+	tests      []string // the example domain's tests and examples
+	texts      []string // the text that says what the library is
 	doc        bool     // the package comment is in docFile
 	migrations bool
-	license    string // the license file, if any
-	constFile  string // the file and line declaring moduleName, if found
+	license    string   // the license file, if any
+	keep       []string // what the manifest gives the template, as written, tests aside
+	constFile  string   // the file and line declaring moduleName, if found
 	constLine  int
 }
 
@@ -88,14 +88,26 @@ func generate(root, newPath, dir string) (*copied, error) {
 		return nil, fmt.Errorf("listing the template's files: %w", err)
 	}
 
+	// A copy of a copy records its own origin, not its template's.
+	src.paths = slices.DeleteFunc(src.paths, func(p string) bool { return p == originFile })
+
 	aliases := importAliases(root, src.paths, r)
 	out, err := rewriteAll(root, src.paths, r, aliases)
 	if err != nil {
 		return nil, err
 	}
-	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked, aliases: aliases}
+	m, ok := out[manifestFile]
+	if !ok {
+		return nil, fmt.Errorf("the template %s has no %s, which says which files are the template's and which a new library replaces: add one (the template github.com/pgdual/mylib has it)", root, manifestFile)
+	}
+	own, err := parseManifest(filepath.Join(dir, manifestFile), m.data)
+	if err != nil {
+		return nil, err
+	}
+	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out) + 1, untracked: src.untracked, aliases: aliases}
 	res.moved = moves(src.paths, r)
-	res.todo = planTodo(slices.Sorted(maps.Keys(out)))
+	res.todo = planTodo(slices.Sorted(maps.Keys(out)), own)
+	res.origin = origin{Template: versionOf(root, oldPath), Module: newPath, Name: r.newName, Newlib: version}
 	if _, ok := out[changelogFile]; ok {
 		out[changelogFile] = output{data: newChangelog(oldPath), mode: 0o644}
 	}
@@ -105,6 +117,9 @@ func generate(root, newPath, dir string) (*copied, error) {
 		out["README.md"] = readme
 	}
 	if err := writeAll(dir, out); err != nil {
+		return nil, err
+	}
+	if err := writeOrigin(dir, res.origin); err != nil {
 		return nil, err
 	}
 
@@ -237,20 +252,35 @@ func moves(paths []string, r renamer) [][2]string {
 	return list
 }
 
-// planTodo finds the example domain, the package comment, the migrations
-// and the license among the new library's files.
-func planTodo(paths []string) todo {
+// planTodo sorts the new library's own files, as its manifest gives them to
+// it, into what its user replaces: the example domain, its tests, its
+// migrations, the package comment, the texts and the license.
+func planTodo(paths []string, m manifest) todo {
 	var t todo
 	for _, p := range paths {
+		if m.isTemplate(p) {
+			continue
+		}
 		switch {
 		case p == docFile:
 			t.doc = true
-		case !strings.Contains(p, "/") && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && !slices.Contains(keptRootFiles, p):
-			t.domain = append(t.domain, p)
 		case strings.HasPrefix(p, migrationsDir+"/"):
 			t.migrations = true
-		case isLicense(p) && t.license == "":
-			t.license = p
+		case isLicense(p):
+			if t.license == "" {
+				t.license = p
+			}
+		case strings.HasSuffix(p, "_test.go"):
+			t.tests = append(t.tests, p)
+		case strings.HasSuffix(p, ".go"):
+			t.domain = append(t.domain, p)
+		case strings.HasSuffix(p, ".md") && p != changelogFile:
+			t.texts = append(t.texts, p)
+		}
+	}
+	for _, p := range m.patterns(ownerTemplate) {
+		if !strings.HasSuffix(p, "_test.go") {
+			t.keep = append(t.keep, p)
 		}
 	}
 	return t
