@@ -34,7 +34,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 const insideCopy = "NEWLIB_TESTING_A_COPY"
 
 // secondLibrary is the library the tests make from the template:
-// example.com/acme/billing, unless the template is a copy that took this
+// github.com/acme/billing, unless the template is a copy that took this
 // owner or name.
 func secondLibrary(t *testing.T) (path, name string) {
 	owner, name := "acme", "billing"
@@ -44,7 +44,7 @@ func secondLibrary(t *testing.T) (path, name string) {
 	if name == templateName(t) {
 		name = "invoicing"
 	}
-	return "example.com/" + owner + "/" + name, name
+	return "github.com/" + owner + "/" + name, name
 }
 
 // templateOwner is the element of the template's module path before its
@@ -245,7 +245,7 @@ func TestGenerate_CopyReadsAsItsOwn(t *testing.T) {
 		require.NoError(t, err)
 		for _, form := range append([]string{oldPath}, forms...) {
 			if strings.Contains(strings.ReplaceAll(string(data), "the template `"+oldPath+"`", ""), form) {
-				t.Errorf("%s names the template's owner: %s", rel, form)
+				t.Errorf("%s names the template: %s", rel, form)
 			}
 		}
 		return nil
@@ -379,12 +379,19 @@ func TestCopy(t *testing.T) {
 			"cd " + dir,
 			"go test ./...",
 			"audit.go",
+			"privileges.go",
 			"migrations/*.sql",
 			"README.md",
+			"what newlib.manifest gives the template (internal/, lib.go, options.go, operations.go, statements.go",
+			"go run ./internal/newlib update",
 			"Never change moduleName (lib.go line",
 			migrate.VersionTable(name),
 		} {
 			require.Contains(t, stdout.String(), want)
+		}
+		replace, _, _ := strings.Cut(stdout.String(), "Keep ")
+		for _, machinery := range []string{"operations.go", "statements.go", "lib.go"} {
+			require.NotContains(t, replace, machinery, "the machinery is not among what a new library replaces")
 		}
 	})
 
@@ -398,11 +405,12 @@ func TestCopy(t *testing.T) {
 		t.Parallel()
 		// The copy's tests make their databases on this test's server; go vet
 		// has run already. The packages whose code the renaming touches: the
-		// library, its migrations and its SQL. The test harness and the fleet
-		// tests are the template's own code under a new import path, and
-		// running them twice would double the suite's time.
+		// library, its migrations and its SQL; and newlib, whose tests make a
+		// copy of the copy, named as this test names its copy. The test
+		// harness and the fleet tests are the template's own code under a new
+		// import path, and running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",
-			".", "./internal/migrate", "./internal/sqltmpl", "./cmd/...")
+			".", "./internal/migrate", "./internal/sqltmpl", "./internal/newlib", "./cmd/...")
 	})
 
 	t.Run("can be copied again", func(t *testing.T) {
@@ -415,6 +423,9 @@ func TestCopy(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "ledger", mn.value)
 		goCommand(t, third, nil, "vet", "./...")
+		// The copy is named as the tests name their copies: the copy of the
+		// copy still passes the tests that read module paths.
+		goCommand(t, third, nil, "test", "-count=1", "-vet=off", "-run", "^(TestModuleName|TestLibraryNameOf|TestDefaultSchema)", ".")
 	})
 
 	t.Run("shares one host pool with the template", func(t *testing.T) {
