@@ -109,7 +109,7 @@ func generate(root, newPath, dir string) (*copied, error) {
 	res.todo = planTodo(slices.Sorted(maps.Keys(out)), own)
 	res.origin = origin{Template: versionOf(root, oldPath), Module: newPath, Name: r.newName, Newlib: version}
 	if _, ok := out[changelogFile]; ok {
-		out[changelogFile] = output{data: newChangelog(oldPath), mode: 0o644}
+		out[changelogFile] = file{data: newChangelog(oldPath), mode: 0o644}
 	}
 	res.todo.constFile, res.todo.constLine = mn.file, mn.line // rewriting keeps lines in place
 	if readme, ok := out["README.md"]; ok && readme.link == "" {
@@ -148,45 +148,28 @@ func checkEmpty(dir string) error {
 	return nil
 }
 
-// output is one file of the new library.
-type output struct {
-	data []byte
-	mode fs.FileMode
-	link string // the target, for a symbolic link
-}
-
 // rewriteAll reads the template's files and rewrites each by kind, keyed by
 // its new path.
-func rewriteAll(root string, paths []string, r renamer, aliases map[string]string) (map[string]output, error) {
-	out := make(map[string]output, len(paths))
+func rewriteAll(root string, paths []string, r renamer, aliases map[string]string) (map[string]file, error) {
+	out := make(map[string]file, len(paths))
 	from := make(map[string]string, len(paths))
 	for _, p := range paths {
-		file := filepath.Join(root, filepath.FromSlash(p))
-		fi, err := os.Lstat(file)
+		f, ok, err := readFile(filepath.Join(root, filepath.FromSlash(p)))
 		if err != nil {
 			return nil, err
 		}
-		var o output
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if o.link, err = os.Readlink(file); err != nil {
-				return nil, err
-			}
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return nil, err
-			}
-			o = output{data: rewriteFile(p, data, r, aliases[p]), mode: fi.Mode().Perm()}
-		default:
+		if !ok {
 			continue // a submodule or a special file: nothing to copy
+		}
+		if f.link == "" {
+			f.data = rewriteFile(p, f.data, r, aliases[p])
 		}
 		np := r.path(p)
 		if other, dup := from[np]; dup {
 			return nil, fmt.Errorf("both %s and %s would become %s in the copy: rename one in the template", other, p, np)
 		}
 		from[np] = p
-		out[np] = o
+		out[np] = f
 	}
 	return out, nil
 }
@@ -215,19 +198,9 @@ func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
 	return data
 }
 
-func writeAll(dir string, out map[string]output) error {
-	for p, o := range out {
-		file := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return err
-		}
-		if o.link != "" {
-			if err := os.Symlink(o.link, file); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := os.WriteFile(file, o.data, o.mode); err != nil {
+func writeAll(dir string, out map[string]file) error {
+	for p, f := range out {
+		if err := writeFileTo(dir, p, f); err != nil {
 			return err
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"strings"
 )
 
-// file is one file of a tree: its content and mode, or the target of a
-// symbolic link.
+// file is one file of the template or of a copy: its content and mode, or
+// the target of a symbolic link.
 type file struct {
 	data []byte
 	mode fs.FileMode
@@ -328,22 +328,34 @@ func renames(base, theirs tree, gone, added []string) map[string]string {
 	return from
 }
 
-// similarity is the share of lines two texts have in common, as many times
-// as both have them, of the longer text's lines.
+// similarity is the share of two texts' bytes that lie in lines both have,
+// as many times as both have them, of the larger text's, as git measures a
+// rename. Lines of a few characters (blank, a brace) say nothing of where a
+// file came from and are left out.
 func similarity(a, b []byte) float64 {
-	la, lb := bytes.Split(a, []byte("\n")), bytes.Split(b, []byte("\n"))
 	count := map[string]int{}
-	for _, l := range la {
-		count[string(l)]++
-	}
-	common := 0
-	for _, l := range lb {
-		if count[string(l)] > 0 {
-			count[string(l)]--
-			common++
+	size := func(text []byte, each func(string)) int {
+		n := 0
+		for _, l := range strings.Split(string(text), "\n") {
+			if l = strings.TrimSpace(l); len(l) > 3 {
+				n += len(l)
+				each(l)
+			}
 		}
+		return n
 	}
-	return float64(common) / float64(max(len(la), len(lb)))
+	sizeA := size(a, func(l string) { count[l]++ })
+	common := 0
+	sizeB := size(b, func(l string) {
+		if count[l] > 0 {
+			count[l]--
+			common += len(l)
+		}
+	})
+	if common == 0 {
+		return 0
+	}
+	return float64(common) / float64(max(sizeA, sizeB))
 }
 
 // apply makes the planned changes in the copy's work tree.

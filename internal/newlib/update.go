@@ -317,11 +317,12 @@ func (m merge) untaken() []string {
 			list = append(list, p)
 		}
 	}
-	for _, p := range slices.Sorted(maps.Keys(m.base)) {
+	for p := range m.base {
 		if _, ok := m.theirs[p]; !ok && !m.ownedByTemplate(p) {
 			list = append(list, p)
 		}
 	}
+	slices.Sort(list)
 	return list
 }
 
