@@ -2,7 +2,7 @@
 // when ([Client.Record]), listed per subject newest first ([Client.List]). It
 // is also a template for Go libraries that keep their data in PostgreSQL:
 // internal/newlib copies it into a new library, whose own domain replaces the
-// audit log.
+// audit log, and brings the new library the template's later fixes.
 //
 // The library owns its tables. It keeps them in one schema of the database,
 // creates and migrates them itself, and lives beside the host application's

@@ -15,6 +15,13 @@
 // also a schema name. It then runs go vet ./... in the copy and prints what is
 // left to do.
 //
+// The copy records the template's module path and version in .newlib.json,
+// and newlib.manifest says which of its files are the template's machinery
+// and which its own. Run in the copy, newlib update merges the template's
+// later changes into the machinery (see update.go):
+//
+//	go run ./internal/newlib update
+//
 // The copy keeps this command, and reads its own module path from go.mod, so
 // it can be copied in turn.
 package main

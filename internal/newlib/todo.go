@@ -97,6 +97,7 @@ func printNextSteps(w io.Writer, c *copied) {
 	}
 	replace, keep, never := c.steps()
 	fmt.Fprintf(w, "\nNext:\n  cd %s\n  go test ./...    (tests start a throwaway PostgreSQL from local binaries, or use TEST_DATABASE_URL)\n", c.dir)
+	fmt.Fprintf(w, "  git init && git add -A && git commit -m \"Made from %s\"    (go run ./%s update takes the template's later fixes into a committed tree)\n", c.from, selfDir)
 	fmt.Fprintf(w, "\nBefore the first release, replace:\n")
 	for i, s := range replace {
 		fmt.Fprintf(w, "  %d. %s\n", i+1, strings.ReplaceAll(s, "`", ""))
