@@ -98,6 +98,9 @@ func TestRun_Refuses(t *testing.T) {
 		{"a keyword", []string{"example.com/acme/func", filepath.Join(t.TempDir(), "x")}, "Go keyword"},
 		{"a name that is not a schema name", []string{"example.com/acme/pg_billing", filepath.Join(t.TempDir(), "x")}, "pg_"},
 		{"a missing directory argument", []string{"example.com/acme/billing"}, "wrong arguments"},
+		{"an update of two libraries", []string{"update", "one", "two"}, "wrong arguments"},
+		{"an update to continue with flags", []string{"update", "-continue", "-to", "v1.0.0"}, "wrong arguments"},
+		{"an update outside a module", []string{"update", filepath.Join(t.TempDir(), "x")}, "no go.mod in"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

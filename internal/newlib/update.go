@@ -15,10 +15,11 @@ import (
 	"strings"
 )
 
-const updateUsage = `usage: go run ./internal/newlib update [-template DIR] [-to VERSION] [-origin [MODULE@]REVISION]
-       go run ./internal/newlib update -continue
+const updateUsage = `usage: go run ./internal/newlib update [-template DIR] [-to VERSION] [-origin [MODULE@]REVISION] [LIBRARY]
+       go run ./internal/newlib update -continue [LIBRARY]
 
-Run inside a library made by newlib, with its work tree committed. Makes the
+Updates LIBRARY, a library made by newlib with its work tree committed (default:
+the module holding the working directory). Makes the
 template's copy again at the version this library records (` + originFile + `) and
 at a new one, with this library's names, and merges what changed between the
 two into the files ` + manifestFile + ` gives the template; the library's own files
@@ -32,7 +33,10 @@ are left as they are. Then tidies go.mod if the template's changed, runs go vet
                   its work tree as it is)
   -origin REV     for a library made before newlib recorded origins: the
                   template's commit or version it was made from, as MODULE@REV
-                  if the module path is not in its README or CHANGELOG
+                  if the module path is not in its README or CHANGELOG. Such a
+                  library has no update of its own: run the template's, from a
+                  clone of it: go run ./internal/newlib update -template .
+                  -origin REV ../yourlib
   -continue       after resolving conflicts or fixing go vet or the tests:
                   check again and record the version
 `
@@ -71,16 +75,35 @@ func runUpdate(args []string, stdout, stderr io.Writer) error {
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	if flags.NArg() != 0 || (f.cont && (f.template != "" || f.to != "" || f.origin != "")) {
+	if flags.NArg() > 1 || (f.cont && (f.template != "" || f.to != "" || f.origin != "")) {
 		flags.Usage()
 		return errUsage
 	}
-	root, err := templateRoot()
+	root, err := libraryRoot(flags.Arg(0))
 	if err != nil {
 		return err
 	}
 	u := &updater{root: root, stdout: stdout, stderr: stderr}
 	return u.run(f)
+}
+
+// libraryRoot returns the module root of the library to update: dir, or the
+// module holding the working directory.
+func libraryRoot(dir string) (string, error) {
+	if dir == "" {
+		var err error
+		if dir, err = os.Getwd(); err != nil {
+			return "", err
+		}
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if root, ok := moduleRoot(dir); ok {
+		return root, nil
+	}
+	return "", fmt.Errorf("no go.mod in %s or above: run newlib update inside the library made from the template, or name its directory", dir)
 }
 
 func (u *updater) run(f updateFlags) error {

@@ -237,8 +237,8 @@ func TestUpdate(t *testing.T) {
 		dir := h.clone(t, false)
 		edit(t, dir, "audit.go", func(s string) string { return s + "\n// Not committed.\n" })
 		writeText(t, dir, "notes.txt", "not tracked\n")
-		u, out := h.updater(t, dir)
-		err := u.run(updateFlags{template: h.repo})
+		var out bytes.Buffer
+		err := run([]string{"update", "-template", h.repo, dir}, &out, &out)
 		require.ErrorContains(t, err, "has changes that are not committed (audit.go, notes.txt): commit or stash them first")
 		require.Empty(t, out.String())
 		require.Equal(t, " M audit.go\n?? notes.txt\n", gitIn(t, dir, "status", "--porcelain"), "nothing else changed")
