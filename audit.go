@@ -1,7 +1,8 @@
 package mylib
 
-// The example domain: an append-only audit log. This file and migrations/ are
-// what a library made from this template replaces; everything else it keeps.
+// The library's own (newlib.manifest): the example domain, an append-only
+// audit log, which a library made from the template replaces with its own, as
+// it does the other files the manifest gives the library.
 
 import (
 	"context"

@@ -2,7 +2,7 @@
 // when ([Client.Record]), listed per subject newest first ([Client.List]). It
 // is also a template for Go libraries that keep their data in PostgreSQL:
 // internal/newlib copies it into a new library, whose own domain replaces the
-// audit log.
+// audit log, and brings the new library the template's later fixes.
 //
 // The library owns its tables. It keeps them in one schema of the database,
 // creates and migrates them itself, and lives beside the host application's
@@ -108,3 +108,7 @@
 // ends and safe with t.Parallel(). It brings no container runtime into the
 // host's build: the host's tests bring the database.
 package mylib
+
+// The library's own (newlib.manifest): a library made from the template
+// rewrites the opening of the package comment above; its sections on modes,
+// migrations, errors and logging hold for it too.

@@ -12,7 +12,3 @@ var (
 	LockEmptySubjectsSQLText = lockEmptySubjectsSQL.String()
 	DeleteSubjectsSQLText    = deleteSubjectsSQL.String()
 )
-
-// WithMigrationFiles makes New migrate with the files at the root of fsys
-// instead of the embedded ones.
-var WithMigrationFiles = withFiles

@@ -54,14 +54,16 @@ and do it now, before the first release: moduleName names the version table <sch
 		moduleName, path, want, moduleNameLine(t), want, migrate.VersionTable(want), migrate.ChecksumTable(want))
 }
 
+// The paths here end in capitalised names, which no library can have, so that
+// copying this library renames none of them, whatever the copy's name.
 func TestLibraryNameOf(t *testing.T) {
 	for path, want := range map[string]string{
-		"github.com/acme/billing":     "billing",
-		"github.com/acme/billing/v2":  "billing",
-		"github.com/acme/billing/v10": "billing",
-		"billing":                     "billing",
+		"github.com/acme/Billing":     "Billing",
+		"github.com/acme/Billing/v2":  "Billing",
+		"github.com/acme/Billing/v10": "Billing",
+		"Billing":                     "Billing",
 		"example.com/v2":              "example.com",
-		"github.com/acme/vat":         "vat",
+		"github.com/acme/Vat":         "Vat",
 	} {
 		if got := libraryNameOf(path); got != want {
 			t.Errorf("libraryNameOf(%q) = %q, want %q", path, got, want)
@@ -84,7 +86,7 @@ func modulePathOf(gomod string) string {
 }
 
 // libraryNameOf is the module path's last element, or the one before a
-// major-version suffix: example.com/acme/billing/v2 names billing.
+// major-version suffix: example.com/acme/Billing/v2 names Billing.
 func libraryNameOf(path string) string {
 	elems := strings.Split(path, "/")
 	if n := len(elems); n > 1 && regexp.MustCompile(`^v[0-9]+$`).MatchString(elems[n-1]) {

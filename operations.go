@@ -1,5 +1,9 @@
 package mylib
 
+// The template's machinery (newlib.manifest): a library made from the
+// template keeps this file as it is, and newlib update merges the template's
+// later changes into it.
+
 import (
 	"context"
 	"fmt"

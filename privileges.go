@@ -1,5 +1,8 @@
 package mylib
 
+// The library's own (newlib.manifest): the privileges the example domain's
+// methods need, which a library made from the template lists for its own.
+
 import "github.com/pgdual/mylib/internal/grants"
 
 // runtimePrivileges are the privileges the library's methods need at run

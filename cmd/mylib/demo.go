@@ -1,5 +1,8 @@
 package main
 
+// The library's own (newlib.manifest): the demo runs the example domain, and a
+// library made from the template rewrites it for its own.
+
 import (
 	"context"
 	"fmt"

@@ -14,10 +14,6 @@ import (
 	"unicode/utf8"
 )
 
-// The files of the root package that a library keeps as they are; the other
-// non-test files there but the package comment are the example domain.
-var keptRootFiles = []string{"lib.go", "options.go"}
-
 // docFile holds the package comment, whose opening says what the library
 // does; its sections on modes, migrations and errors hold for any library
 // made from the template.
@@ -39,15 +35,19 @@ type copied struct {
 	untracked []string          // files in the template's work tree that git does not track
 	aliases   map[string]string // files that import the library under another name: the name
 	todo      todo
+	origin    origin // what the copy records of its template
 }
 
-// todo is what a new library still has to do by hand.
+// todo is what a new library still has to do by hand, as its manifest says.
 type todo struct {
-	domain     []string // root-package files to replace
+	domain     []string // the example domain's code, to replace
+	tests      []string // the example domain's tests and examples
+	texts      []string // the text that says what the library is
 	doc        bool     // the package comment is in docFile
 	migrations bool
-	license    string // the license file, if any
-	constFile  string // the file and line declaring moduleName, if found
+	license    string   // the license file, if any
+	keep       []string // what the manifest gives the template, as written, tests aside
+	constFile  string   // the file and line declaring moduleName, if found
 	constLine  int
 }
 
@@ -88,16 +88,28 @@ func generate(root, newPath, dir string) (*copied, error) {
 		return nil, fmt.Errorf("listing the template's files: %w", err)
 	}
 
+	// A copy of a copy records its own origin, not its template's.
+	src.paths = slices.DeleteFunc(src.paths, func(p string) bool { return p == originFile })
+
 	aliases := importAliases(root, src.paths, r)
 	out, err := rewriteAll(root, src.paths, r, aliases)
 	if err != nil {
 		return nil, err
 	}
-	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out), untracked: src.untracked, aliases: aliases}
+	m, ok := out[manifestFile]
+	if !ok {
+		return nil, fmt.Errorf("the template %s has no %s, which says which files are the template's and which a new library replaces: add one (the template github.com/pgdual/mylib has it)", root, manifestFile)
+	}
+	own, err := parseManifest(filepath.Join(dir, manifestFile), m.data)
+	if err != nil {
+		return nil, err
+	}
+	res := &copied{from: oldPath, to: newPath, name: r.newName, dir: dir, files: len(out) + 1, untracked: src.untracked, aliases: aliases}
 	res.moved = moves(src.paths, r)
-	res.todo = planTodo(slices.Sorted(maps.Keys(out)))
+	res.todo = planTodo(slices.Sorted(maps.Keys(out)), own)
+	res.origin = origin{Template: versionOf(root, oldPath), Module: newPath, Name: r.newName, Newlib: version}
 	if _, ok := out[changelogFile]; ok {
-		out[changelogFile] = output{data: newChangelog(oldPath), mode: 0o644}
+		out[changelogFile] = file{data: newChangelog(oldPath), mode: 0o644}
 	}
 	res.todo.constFile, res.todo.constLine = mn.file, mn.line // rewriting keeps lines in place
 	if readme, ok := out["README.md"]; ok && readme.link == "" {
@@ -105,6 +117,9 @@ func generate(root, newPath, dir string) (*copied, error) {
 		out["README.md"] = readme
 	}
 	if err := writeAll(dir, out); err != nil {
+		return nil, err
+	}
+	if err := writeOrigin(dir, res.origin); err != nil {
 		return nil, err
 	}
 
@@ -133,45 +148,28 @@ func checkEmpty(dir string) error {
 	return nil
 }
 
-// output is one file of the new library.
-type output struct {
-	data []byte
-	mode fs.FileMode
-	link string // the target, for a symbolic link
-}
-
 // rewriteAll reads the template's files and rewrites each by kind, keyed by
 // its new path.
-func rewriteAll(root string, paths []string, r renamer, aliases map[string]string) (map[string]output, error) {
-	out := make(map[string]output, len(paths))
+func rewriteAll(root string, paths []string, r renamer, aliases map[string]string) (map[string]file, error) {
+	out := make(map[string]file, len(paths))
 	from := make(map[string]string, len(paths))
 	for _, p := range paths {
-		file := filepath.Join(root, filepath.FromSlash(p))
-		fi, err := os.Lstat(file)
+		f, ok, err := readFile(filepath.Join(root, filepath.FromSlash(p)))
 		if err != nil {
 			return nil, err
 		}
-		var o output
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if o.link, err = os.Readlink(file); err != nil {
-				return nil, err
-			}
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return nil, err
-			}
-			o = output{data: rewriteFile(p, data, r, aliases[p]), mode: fi.Mode().Perm()}
-		default:
+		if !ok {
 			continue // a submodule or a special file: nothing to copy
+		}
+		if f.link == "" {
+			f.data = rewriteFile(p, f.data, r, aliases[p])
 		}
 		np := r.path(p)
 		if other, dup := from[np]; dup {
 			return nil, fmt.Errorf("both %s and %s would become %s in the copy: rename one in the template", other, p, np)
 		}
 		from[np] = p
-		out[np] = o
+		out[np] = f
 	}
 	return out, nil
 }
@@ -200,19 +198,9 @@ func rewriteFile(p string, data []byte, r renamer, alias string) []byte {
 	return data
 }
 
-func writeAll(dir string, out map[string]output) error {
-	for p, o := range out {
-		file := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return err
-		}
-		if o.link != "" {
-			if err := os.Symlink(o.link, file); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := os.WriteFile(file, o.data, o.mode); err != nil {
+func writeAll(dir string, out map[string]file) error {
+	for p, f := range out {
+		if err := writeFileTo(dir, p, f); err != nil {
 			return err
 		}
 	}
@@ -237,20 +225,35 @@ func moves(paths []string, r renamer) [][2]string {
 	return list
 }
 
-// planTodo finds the example domain, the package comment, the migrations
-// and the license among the new library's files.
-func planTodo(paths []string) todo {
+// planTodo sorts the new library's own files, as its manifest gives them to
+// it, into what its user replaces: the example domain, its tests, its
+// migrations, the package comment, the texts and the license.
+func planTodo(paths []string, m manifest) todo {
 	var t todo
 	for _, p := range paths {
+		if m.isTemplate(p) {
+			continue
+		}
 		switch {
 		case p == docFile:
 			t.doc = true
-		case !strings.Contains(p, "/") && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && !slices.Contains(keptRootFiles, p):
-			t.domain = append(t.domain, p)
 		case strings.HasPrefix(p, migrationsDir+"/"):
 			t.migrations = true
-		case isLicense(p) && t.license == "":
-			t.license = p
+		case isLicense(p):
+			if t.license == "" {
+				t.license = p
+			}
+		case strings.HasSuffix(p, "_test.go"):
+			t.tests = append(t.tests, p)
+		case strings.HasSuffix(p, ".go"):
+			t.domain = append(t.domain, p)
+		case strings.HasSuffix(p, ".md") && p != changelogFile:
+			t.texts = append(t.texts, p)
+		}
+	}
+	for _, p := range m.patterns(ownerTemplate) {
+		if !strings.HasSuffix(p, "_test.go") {
+			t.keep = append(t.keep, p)
 		}
 	}
 	return t

@@ -15,6 +15,13 @@
 // also a schema name. It then runs go vet ./... in the copy and prints what is
 // left to do.
 //
+// The copy records the template's module path and version in .newlib.json,
+// and newlib.manifest says which of its files are the template's machinery
+// and which its own. Run in the copy, newlib update merges the template's
+// later changes into the machinery (see update.go):
+//
+//	go run ./internal/newlib update
+//
 // The copy keeps this command, and reads its own module path from go.mod, so
 // it can be copied in turn.
 package main
@@ -30,12 +37,18 @@ import (
 )
 
 const usage = `usage: go run ./internal/newlib <new-module-path> <dir>
+       go run ./internal/newlib update [flags]   (in a library made by newlib)
 
 Copies this library into <dir>, a new or empty directory, as the module
 <new-module-path>, whose last element names the new library (package name,
 default schema, version table). Example:
 
 	go run ./internal/newlib github.com/acme/billing ../billing
+
+The copy records the template and its version in ` + originFile + `, and
+` + manifestFile + ` says which of its files are the template's machinery and
+which its own. newlib update, run in the copy, merges the template's later
+changes into the machinery: go run ./internal/newlib update -h.
 `
 
 // errUsage is returned for wrong arguments, after the usage text is printed.
@@ -56,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("newlib", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() { fmt.Fprint(stderr, usage) }
+	if len(args) > 0 && args[0] == "update" {
+		return runUpdate(args[1:], stdout, stderr)
+	}
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -73,6 +89,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(c.untracked) > 0 {
 		fmt.Fprintf(stderr, "newlib: copied, though git does not track them yet: %s\n", strings.Join(c.untracked, ", "))
+	}
+	switch tv := c.origin.Template; {
+	case tv.Version == "":
+		fmt.Fprintf(stderr, "newlib: the template is neither in git nor in the module cache, so %s records no version of it: newlib update will need -origin with the template's commit\n", originFile)
+	case !tv.Clean:
+		fmt.Fprintf(stderr, "newlib: the template's work tree has changes that are not committed: %s records %s, which lacks them, and newlib update will take them for the copy's own\n", originFile, tv.Version)
+	}
+	if os.Getenv(vetEnv) == "off" {
+		return nil // newlib update, making a copy only to compare it
 	}
 	if err := vet(c.dir, stderr); err != nil {
 		return err

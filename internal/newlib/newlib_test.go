@@ -33,14 +33,38 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // own copy of this test then skips copying again: this run already covers it.
 const insideCopy = "NEWLIB_TESTING_A_COPY"
 
-// secondLibrary is the library the tests make from the template: billing,
-// unless the template is a copy that took this name.
+// secondLibrary is the library the tests make from the template:
+// github.com/acme/billing, unless the template is a copy that took this
+// owner or name.
 func secondLibrary(t *testing.T) (path, name string) {
-	name = "billing"
+	owner, name := "acme", "billing"
+	if owner == templateOwner(t) {
+		owner = "initech"
+	}
 	if name == templateName(t) {
 		name = "invoicing"
 	}
-	return "example.com/acme/" + name, name
+	return "github.com/" + owner + "/" + name, name
+}
+
+// templateOwner is the element of the template's module path before its
+// name: the owner of github.com/<owner>/<name>; "" for a shorter path.
+func templateOwner(t *testing.T) string {
+	elems := strings.Split(strings.TrimSuffix(templatePath(t), "/"+majorOf(templatePath(t))), "/")
+	if len(elems) < 3 {
+		return ""
+	}
+	return elems[len(elems)-2]
+}
+
+// isCopy reports whether the template is itself a library that newlib
+// made, as its origin record says. Its name and owner were chosen by a user
+// and may also be words the template's text uses otherwise: a copy named
+// billing keeps "billing" where the template's tests use it as a schema.
+func isCopy(t *testing.T) bool {
+	_, ok, err := readOrigin(templateDir(t))
+	require.NoError(t, err)
+	return ok
 }
 
 func templateDir(t *testing.T) string {
@@ -74,6 +98,9 @@ func TestRun_Refuses(t *testing.T) {
 		{"a keyword", []string{"example.com/acme/func", filepath.Join(t.TempDir(), "x")}, "Go keyword"},
 		{"a name that is not a schema name", []string{"example.com/acme/pg_billing", filepath.Join(t.TempDir(), "x")}, "pg_"},
 		{"a missing directory argument", []string{"example.com/acme/billing"}, "wrong arguments"},
+		{"an update of two libraries", []string{"update", "one", "two"}, "wrong arguments"},
+		{"an update to continue with flags", []string{"update", "-continue", "-to", "v1.0.0"}, "wrong arguments"},
+		{"an update outside a module", []string{"update", filepath.Join(t.TempDir(), "x")}, "no go.mod in"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -91,9 +118,11 @@ func TestRun_Refuses(t *testing.T) {
 
 // TestGenerate_LeavesNoTraceOfTheTemplateName checks every Go token and text
 // line of a fresh copy for the template's name, but in internal/newlib, whose
-// files are copied as they are but for their import paths.
+// files are copied as they are but for their import paths. In a template that
+// is itself a copy, only the forms that stand for the library count (see
+// isCopy).
 func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
-	oldPath, oldName := templatePath(t), templateName(t)
+	oldPath, oldName, strict := templatePath(t), templateName(t), !isCopy(t)
 	newPath, name := secondLibrary(t)
 	dir := filepath.Join(t.TempDir(), name)
 	c, err := generate(templateDir(t), newPath, dir)
@@ -123,6 +152,12 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 		require.NoError(t, err)
 		switch {
 		case rel == "go.sum":
+		case rel == originFile:
+			o, ok, err := readOrigin(dir)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Equal(t, templateVersion{Module: oldPath, Version: o.Template.Version, Clean: o.Template.Clean}, o.Template)
+			require.Equal(t, origin{Template: o.Template, Module: newPath, Name: name, Newlib: version}, o, "the origin names the template and the copy")
 		case isLicense(rel):
 			// Copied as it is: its notice stays with the template's code.
 			original, err := os.ReadFile(filepath.Join(templateDir(t), rel))
@@ -137,7 +172,7 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 				}
 			}
 		case strings.HasSuffix(p, ".go"):
-			for _, tok := range goTokensNaming(rel, data, oldName) {
+			for _, tok := range goTokensNaming(rel, data, oldPath, oldName, strict) {
 				t.Errorf("%s: %s", rel, tok)
 			}
 		default:
@@ -145,7 +180,7 @@ func TestGenerate_LeavesNoTraceOfTheTemplateName(t *testing.T) {
 				if strings.Contains(line, "the template `"+oldPath+"`") { // the note, the new changelog
 					continue
 				}
-				if mentions(line, oldName) {
+				if traceOf(line, oldPath, oldName, strict) {
 					t.Errorf("%s:%d: %s", rel, n+1, line)
 				}
 			}
@@ -194,28 +229,30 @@ func TestGenerate_CopyReadsAsItsOwn(t *testing.T) {
 	require.Contains(t, changelog, "the template `"+oldPath+"`")
 	require.Equal(t, 1, strings.Count(changelog, "\n## "), "the copy's history starts afresh:\n%s", changelog)
 
-	// The template's owner (github.com/<owner>/...) stays only in the license.
-	elems := strings.Split(oldPath, "/")
-	if len(elems) >= 3 {
-		owner := elems[len(elems)-2]
-		require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			if rel == "go.sum" || isLicense(rel) || strings.HasPrefix(filepath.ToSlash(rel), selfDir+"/") {
-				return nil
-			}
-			data, err := os.ReadFile(p)
-			require.NoError(t, err)
-			for _, form := range []string{"/" + owner + "/", "." + owner + "."} {
-				if strings.Contains(strings.ReplaceAll(string(data), "the template `"+oldPath+"`", ""), form) {
-					t.Errorf("%s names the template's owner: %s", rel, form)
-				}
-			}
-			return nil
-		}))
+	// The template's module path stays only in the note, the changelog's
+	// first line and the origin record; its owner (github.com/<owner>/...)
+	// also in the license, and in a copy's text as a word (see isCopy).
+	var forms []string
+	if owner := templateOwner(t); owner != "" && !isCopy(t) {
+		forms = []string{"/" + owner + "/", "." + owner + "."}
 	}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "go.sum" || rel == originFile || isLicense(rel) || strings.HasPrefix(filepath.ToSlash(rel), selfDir+"/") {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		for _, form := range append([]string{oldPath}, forms...) {
+			if strings.Contains(strings.ReplaceAll(string(data), "the template `"+oldPath+"`", ""), form) {
+				t.Errorf("%s names the template: %s", rel, form)
+			}
+		}
+		return nil
+	}))
 }
 
 // TestGenerate_CopyOfACopyNamedAfterACommonWord copies the template into a
@@ -243,8 +280,14 @@ func TestGenerate_CopyOfACopyNamedAfterACommonWord(t *testing.T) {
 	want, got := treeOf(t, direct), treeOf(t, twice)
 	require.ElementsMatch(t, slices.Collect(maps.Keys(want)), slices.Collect(maps.Keys(got)), "the same files")
 	for rel, data := range got {
-		if rel == "README.md" || rel == "CHANGELOG.md" {
+		switch rel {
+		case "README.md", "CHANGELOG.md":
 			data = strings.ReplaceAll(data, "the template `"+wordPath+"`", "the template `"+templatePath(t)+"`")
+		case originFile:
+			o, _, err := readOrigin(twice)
+			require.NoError(t, err)
+			require.Equal(t, wordPath, o.Template.Module, "a copy of a copy records the copy it was made from")
+			continue
 		}
 		if data != want[rel] {
 			t.Errorf("%s differs when made through a copy named %s: %s", rel, word, firstDifference(want[rel], data))
@@ -278,9 +321,9 @@ func treeOf(t *testing.T, dir string) map[string]string {
 	return files
 }
 
-// goTokensNaming lists the tokens of a Go file that hold the template's name
-// as a word.
-func goTokensNaming(file string, src []byte, name string) []string {
+// goTokensNaming lists the tokens of a Go file that hold a trace of the
+// template's path or name (see traceOf).
+func goTokensNaming(file string, src []byte, oldPath, name string, strict bool) []string {
 	fset := token.NewFileSet()
 	var sc scanner.Scanner
 	sc.Init(fset.AddFile(file, -1, len(src)), src, nil, scanner.ScanComments)
@@ -290,17 +333,22 @@ func goTokensNaming(file string, src []byte, name string) []string {
 		if tok == token.EOF {
 			return found
 		}
-		if mentions(lit, name) {
+		if traceOf(lit, oldPath, name, strict) {
 			found = append(found, fset.Position(pos).String()+": "+lit)
 		}
 	}
 }
 
-// mentions reports whether s holds name as a word of its own, whatever it
-// stands for, or the name of its test helper's package.
-func mentions(s, name string) bool {
+// traceOf reports whether s holds the template's module path, the name of
+// its test helper's package, or its name as a word of its own: strictly,
+// whatever the word stands for; otherwise only in the forms newlib renames
+// (see isCopy).
+func traceOf(s, oldPath, name string, strict bool) bool {
+	if strings.Contains(s, oldPath) {
+		return true
+	}
 	for i := range len(s) {
-		if wordAt(s, i, name) || wordAt(s, i, name+helperSuffix) {
+		if wordAt(s, i, name+helperSuffix) || wordAt(s, i, name) && (strict || asName(s, i, i+len(name))) {
 			return true
 		}
 	}
@@ -334,12 +382,19 @@ func TestCopy(t *testing.T) {
 			"cd " + dir,
 			"go test ./...",
 			"audit.go",
+			"privileges.go",
 			"migrations/*.sql",
 			"README.md",
+			"what newlib.manifest gives the template (internal/, lib.go, options.go, operations.go,",
+			"go run ./internal/newlib update",
 			"Never change moduleName (lib.go line",
 			migrate.VersionTable(name),
 		} {
 			require.Contains(t, stdout.String(), want)
+		}
+		replace, _, _ := strings.Cut(stdout.String(), "Keep ")
+		for _, machinery := range []string{"operations.go", "options.go", "lib.go"} {
+			require.NotContains(t, replace, machinery, "the machinery is not among what a new library replaces")
 		}
 	})
 
@@ -353,11 +408,12 @@ func TestCopy(t *testing.T) {
 		t.Parallel()
 		// The copy's tests make their databases on this test's server; go vet
 		// has run already. The packages whose code the renaming touches: the
-		// library, its migrations and its SQL. The test harness and the fleet
-		// tests are the template's own code under a new import path, and
-		// running them twice would double the suite's time.
+		// library, its migrations and its SQL; and newlib, whose tests make a
+		// copy of the copy, named as this test names its copy. The test
+		// harness and the fleet tests are the template's own code under a new
+		// import path, and running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",
-			".", "./internal/migrate", "./internal/migrationcheck", "./internal/sqltmpl", "./cmd/...")
+			".", "./internal/migrate", "./internal/migrationcheck", "./internal/newlib", "./internal/sqltmpl", "./cmd/...")
 	})
 
 	t.Run("refuses a blocking migration, naming its file, and passes its safe form", func(t *testing.T) {
@@ -396,6 +452,9 @@ func TestCopy(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "ledger", mn.value)
 		goCommand(t, third, nil, "vet", "./...")
+		// The copy is named as the tests name their copies: the copy of the
+		// copy still passes the tests that read module paths.
+		goCommand(t, third, nil, "test", "-count=1", "-vet=off", "-run", "^(TestModuleName|TestLibraryNameOf|TestDefaultSchema)", ".")
 	})
 
 	t.Run("shares one host pool with the template", func(t *testing.T) {

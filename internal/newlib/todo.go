@@ -17,11 +17,15 @@ const (
 	noteEnd   = "<!-- newlib: end -->"
 )
 
-// steps lists what the new library still has to do by hand, in Markdown.
+// steps lists what the new library still has to do by hand, in Markdown: the
+// files its manifest gives the library, and the rest it keeps.
 func (c *copied) steps() (replace []string, keep, never string) {
 	if len(c.todo.domain) > 0 {
-		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types and methods; `go vet ./...` then points at the tests, examples and command that used it: rewrite them for your domain.",
+		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types, methods and the privileges they need; `go vet ./...` then points at the tests and command that used it.",
 			codeList(c.todo.domain)))
+	}
+	if len(c.todo.tests) > 0 {
+		replace = append(replace, fmt.Sprintf("%s, the example domain's tests and examples, with your domain's.", codeList(c.todo.tests)))
 	}
 	if c.todo.migrations {
 		replace = append(replace, "`"+migrationsDir+"/*.sql` with your own migrations, numbered from `00001_name.sql`, naming tables only as `{{tables.name}}`.")
@@ -29,13 +33,18 @@ func (c *copied) steps() (replace []string, keep, never string) {
 	if c.todo.doc {
 		replace = append(replace, "the opening of the package comment in `"+docFile+"`, which says what the library does; its sections on modes, migrations, errors and logging hold for your library too.")
 	}
-	replace = append(replace, "the text of `README.md`, and the note newlib put at its top.")
+	texts := c.todo.texts
+	if len(texts) == 0 {
+		texts = []string{"README.md"}
+	}
+	replace = append(replace, "the text of "+codeList(texts)+", and the note newlib put at the top of `README.md`.")
 	if c.todo.license != "" {
 		replace = append(replace, fmt.Sprintf("choose your license: `%s` is the template's, copied as it is, and its notice stays with the code taken from the template; add your own copyright line, or your own license beside it.", c.todo.license))
 	} else {
 		replace = append(replace, "choose your license: add a `LICENSE` file, or pkg.go.dev shows no documentation and many users cannot depend on the library.")
 	}
-	keep = "Keep " + codeList(slices.Concat(keptRootFiles, []string{"internal/"})) + " as they are."
+	keep = fmt.Sprintf("Keep the template's machinery as it is: what `%s` gives the template (%s, and the machinery's tests). `go run ./internal/newlib update` merges the template's later fixes into it, and your own edits to it survive.",
+		manifestFile, codeList(c.todo.keep))
 	at := "in the root package"
 	if c.todo.constFile != "" {
 		at = fmt.Sprintf("(`%s` line %d)", c.todo.constFile, c.todo.constLine)
@@ -88,6 +97,7 @@ func printNextSteps(w io.Writer, c *copied) {
 	}
 	replace, keep, never := c.steps()
 	fmt.Fprintf(w, "\nNext:\n  cd %s\n  go test ./...    (tests start a throwaway PostgreSQL from local binaries, or use TEST_DATABASE_URL)\n", c.dir)
+	fmt.Fprintf(w, "  git init && git add -A && git commit -m \"Made from %s\"    (go run ./%s update takes the template's later fixes into a committed tree)\n", c.from, selfDir)
 	fmt.Fprintf(w, "\nBefore the first release, replace:\n")
 	for i, s := range replace {
 		fmt.Fprintf(w, "  %d. %s\n", i+1, strings.ReplaceAll(s, "`", ""))
