@@ -103,8 +103,9 @@ type holder struct {
 	// state is what is applied, as this holder knows it: read under the
 	// lock, then kept as it applies and undoes files.
 	state state
-	// pending are statements that travel with the next COMMIT: version
-	// rows and checksums.
+	// pending are statements to send together, in the lock's transaction:
+	// a file's, with its version row and its checksum (see record), or
+	// what travels with the lease (see takeLease).
 	pending  []string
 	lease    *lease // held while a NO TRANSACTION file runs
 	leaseSQL leaseSQL
@@ -233,10 +234,11 @@ func (r *holder) done(f *file, up bool) {
 	if up {
 		r.state[f.version] = f.checksum
 		r.res.Applied = append(r.res.Applied, f.name)
-	} else {
-		delete(r.state, f.version)
-		r.res.Undone = append(r.res.Undone, f.name)
+		r.res.Version = max(r.res.Version, f.version)
+		return
 	}
+	delete(r.state, f.version)
+	r.res.Undone = append(r.res.Undone, f.name)
 	r.res.Version = 0
 	for v := range r.state {
 		r.res.Version = max(r.res.Version, v)
