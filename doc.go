@@ -60,9 +60,10 @@
 // schema, so that concurrent starts, across processes and behind PgBouncer in
 // transaction pooling mode, migrate once; each file runs in a transaction of
 // its own that holds the lock, on one connection, so a migrator never waits
-// for a second connection while it holds one. The library never migrates
-// down: a schema newer than the code (an older replica during a rolling
-// deploy) starts with a warning.
+// for a second connection while it holds one. New never migrates down: a
+// schema newer than the code (an older replica during a rolling deploy, a
+// rolled back binary) starts with a warning. [MigrateTo], run with the newer
+// release, takes the schema back through the files' Down sections.
 //
 // A host that migrates in a deploy step, and runs the application with a role
 // that cannot change the schema, calls [Migrate] there (or the library's
