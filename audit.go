@@ -117,6 +117,11 @@ WHERE subject_id = (SELECT id FROM {{tables.subjects}} WHERE name = $1)`)
 	// address holds within a statement, and events are never updated). It
 	// returns how many it deleted, where it ended, and the subjects of the
 	// deleted events.
+	//
+	// It is planned for its arguments on every call (statements.planned):
+	// prepared while the table was small, it kept a generic plan that reads
+	// the whole table and compares each row with every address of the batch,
+	// 9 s a batch once the table held 200,000 events.
 	purgeBatchSQL = sqltmpl.Must(`WITH deleted AS (
 	DELETE FROM {{tables.events}} WHERE ctid = ANY(ARRAY(
 		SELECT ctid FROM {{tables.events}}
@@ -181,20 +186,25 @@ func (c *Client) record(ctx context.Context, q querier, ev Event) (Event, error)
 		at = ev.At
 	}
 	// A subject that does not exist yet, or that a Purge just removed, takes
-	// the statement that creates it; a second run of that one sees the
-	// subject another transaction created meanwhile.
-	var err error
-	for _, st := range []*sqltmpl.Statement{recordSQL, recordNewSQL, recordNewSQL} {
-		run := c.stmts.Get(st)
-		err = q.QueryRow(ctx, run.SQL, run.Args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
-		if !errors.Is(err, pgx.ErrNoRows) {
-			break
-		}
+	// the statement that creates it. That one inserts nothing only when
+	// another transaction created the subject meanwhile, and then runs again:
+	// it sees that subject, unless a Purge removed it too (its events were
+	// older than the cutoff). Each miss is another caller's progress, so it
+	// goes on until it records, fails or ctx ends.
+	err := c.recordOnce(ctx, q, recordSQL, &ev, at)
+	for errors.Is(err, pgx.ErrNoRows) {
+		err = c.recordOnce(ctx, q, recordNewSQL, &ev, at)
 	}
 	if err != nil {
 		return Event{}, c.fail(err, "recording %s %s on %s", ev.Actor, ev.Action, ev.Subject)
 	}
 	return ev, nil
+}
+
+// recordOnce runs one of Record's statements, setting ev's ID and time.
+func (c *Client) recordOnce(ctx context.Context, q querier, st *sqltmpl.Statement, ev *Event, at any) error {
+	run := c.stmts.Get(st)
+	return q.QueryRow(ctx, run.SQL, run.Args(ev.Actor, ev.Action, ev.Subject, ev.Data, at)...).Scan(&ev.ID, &ev.At)
 }
 
 func (ev Event) check() error {
@@ -320,7 +330,7 @@ func (c *Client) purgeBatch(ctx context.Context, before time.Time, from *time.Ti
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		var end *time.Time
 		var subjects []int64
-		batch := c.stmts.Get(purgeBatchSQL)
+		batch := c.stmts.Planned(purgeBatchSQL)
 		if err := tx.QueryRow(ctx, batch.SQL, batch.Args(before, PurgeBatchSize, from)...).Scan(&n, &end, &subjects); err != nil {
 			return err
 		}

@@ -67,9 +67,9 @@
 // lock after 15 s, and each statement waits at most [WithLockTimeout] (100
 // ms) for a lock before it gives way and tries again, so the host's queries
 // never queue behind a migration for longer. New never migrates down: a
-// schema newer than the code (an older replica during a rolling deploy)
-// starts with a warning; [MigrateTo] takes a schema down with the files'
-// Down sections.
+// schema newer than the code (an older replica during a rolling deploy, a
+// rolled back binary) starts with a warning. [MigrateTo], run with the newer
+// release, takes the schema back through the files' Down sections.
 //
 // A host that migrates in a deploy step, and runs the application with a role
 // that cannot change the schema, calls [Migrate] there (or the library's

@@ -239,3 +239,45 @@ func checkPlans(t *testing.T, small int) {
 		}
 	}
 }
+
+// Purge's batch is planned for the table as it is, on every call: a host
+// connection that purged the table while it was empty (where a prepared
+// statement settles on a generic plan) purges the 20,000 events recorded
+// since, before any ANALYZE, and never reads the table sequentially.
+func TestAudit_PurgeIsPlannedForTheTableAsItIs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Pool(t, migratedDSN(t), func(c *pgxpool.Config) { c.MaxConns = 1 })
+	_, err := pool.Exec(ctx, "ALTER TABLE audit.events SET (autovacuum_enabled = false)") // no ANALYZE to replan
+	require.NoError(t, err)
+	c, err := mylib.New(ctx, mylib.WithManager(host{pool, "audit"}))
+	require.NoError(t, err)
+	defer c.Close()
+	for range 10 {
+		_, err := c.Purge(ctx, purgeLine)
+		require.NoError(t, err)
+	}
+	const events = 10 * mylib.PurgeBatchSize
+	seedOld(t, pool, events)
+
+	scans := sequentialScans(t, pool, "audit.events")
+	began := time.Now()
+	n, err := c.Purge(ctx, purgeLine)
+	require.NoError(t, err)
+	require.EqualValues(t, events, n)
+	require.Equal(t, scans, sequentialScans(t, pool, "audit.events"), "Purge read the events table sequentially")
+	t.Logf("Purge of %d events: %s", events, time.Since(began).Round(time.Millisecond))
+}
+
+// sequentialScans returns how many sequential scans of table the statistics
+// have counted, with those of pool's connection, its only one.
+func sequentialScans(t *testing.T, pool *pgxpool.Pool, table string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	// The connection's counts reach the statistics when it next goes idle.
+	_, err := pool.Exec(ctx, "SELECT pg_stat_force_next_flush()")
+	require.NoError(t, err)
+	var n int64
+	require.NoError(t, pool.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = $1::regclass", table).Scan(&n))
+	return n
+}

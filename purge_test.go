@@ -44,7 +44,13 @@ func (h *hook) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryE
 // whose statements h sees.
 func hookedClient(t *testing.T, h *hook) (*mylib.Client, *pgxpool.Pool) {
 	t.Helper()
-	pool := pgtest.Pool(t, migratedDSN(t), func(c *pgxpool.Config) {
+	return hookedClientOn(t, migratedDSN(t), h)
+}
+
+// hookedClientOn is hookedClient on the database of dsn.
+func hookedClientOn(t *testing.T, dsn string, h *hook) (*mylib.Client, *pgxpool.Pool) {
+	t.Helper()
+	pool := pgtest.Pool(t, dsn, func(c *pgxpool.Config) {
 		c.ConnConfig.Tracer = h
 		c.MaxConns = 4
 	})
@@ -208,12 +214,7 @@ func TestPurge_RecordOfASubjectBeingDeletedKeepsItsEvent(t *testing.T) {
 		_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "new", Subject: "doomed"})
 		recorded <- err
 	}()
-	require.Eventually(t, func() bool {
-		var waiting bool
-		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting))
-		return waiting
-	}, 10*time.Second, 5*time.Millisecond, "the Record waits for the purge's batch")
+	waitForLockWait(t, pool, "the Record waits for the purge's batch")
 	release()
 	require.NoError(t, <-purged)
 	require.NoError(t, <-recorded)

@@ -158,7 +158,7 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	holder, err := watch.Begin(t.Context())
 	require.NoError(t, err)
 	defer holder.Rollback(context.Background())
-	_, err = holder.Exec(t.Context(), "SELECT pg_advisory_xact_lock($1)", lockKey("billing"))
+	_, err = holder.Exec(t.Context(), "SELECT pg_advisory_xact_lock($1)", migratetest.LockKey(t, r.stdout))
 	require.NoError(t, err)
 
 	var logs bytes.Buffer
@@ -186,21 +186,6 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	r = runCommand(t, "", "sql", "-schema", "billing", "-from", latest)
 	require.Equal(t, exitOK, r.code, r)
 	require.Contains(t, r.stdout, "none; the latest file is version "+latest)
-}
-
-// lockKey is the migration lock's key for schema, read from the script
-// the command prints.
-func lockKey(schema string) int64 {
-	script, err := mylib.Script(schema, 0)
-	if err != nil {
-		panic(err)
-	}
-	var key int64
-	_, after, _ := strings.Cut(script, "pg_advisory_xact_lock(")
-	if _, err := fmt.Sscanf(after, "%d", &key); err != nil {
-		panic(err)
-	}
-	return key
 }
 
 // The deploy recipe: the owner migrates and grants; the application runs as

@@ -6,6 +6,7 @@ package migratetest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +106,19 @@ func VersionCounts(t testing.TB, pool *pgxpool.Pool, schema string) map[int64]in
 	_, err = pgx.ForEachRow(rows, []any{&version, &n}, func() error { counts[version] = n; return nil })
 	require.NoError(t, err)
 	return counts
+}
+
+// LockKey returns the migration lock's key in script, a migration script of
+// the library (mylib.Script): a test that holds the lock shows that a start
+// takes no lock.
+func LockKey(t testing.TB, script string) int64 {
+	t.Helper()
+	_, after, found := strings.Cut(script, "pg_advisory_xact_lock(")
+	require.True(t, found, "the script takes no migration lock:\n%s", script)
+	var key int64
+	_, err := fmt.Sscanf(after, "%d", &key)
+	require.NoError(t, err)
+	return key
 }
 
 // AdvisoryLocks counts the advisory locks held or awaited in pool's database.

@@ -60,7 +60,16 @@ type Statements struct {
 
 // Get returns s rendered for the Client's schema, with how to run it. After
 // the first call for a statement it costs one map lookup.
-func (st *Statements) Get(s *sqltmpl.Statement) *Statement {
+func (st *Statements) Get(s *sqltmpl.Statement) *Statement { return st.lookup(s, true) }
+
+// Planned is Get for a statement that the server must plan for its
+// arguments on every call: it is never kept prepared, where a generic plan
+// made while a table was small would outlive the table's growth. It runs
+// unnamed (exec mode) when the pool prepares statements, and in the pool's
+// own mode otherwise, which keeps no plan.
+func (st *Statements) Planned(s *sqltmpl.Statement) *Statement { return st.lookup(s, false) }
+
+func (st *Statements) lookup(s *sqltmpl.Statement, cache bool) *Statement {
 	if v, ok := st.byStmt.Load(s); ok {
 		return v.(*Statement)
 	}
@@ -71,9 +80,13 @@ func (st *Statements) Get(s *sqltmpl.Statement) *Statement {
 		return v.(*Statement)
 	}
 	out := &Statement{SQL: st.render.SQL(s)}
-	if !st.closed {
+	switch {
+	case st.closed:
+	case cache:
 		out.admitted = p.admit(out.SQL)
 		out.exec = !out.admitted
+	default:
+		out.exec = p.prepares
 	}
 	st.byStmt.Store(s, out)
 	return out
@@ -101,9 +114,12 @@ func (st *Statements) Release() {
 // poolStatements is what the Clients on one pool keep in its connections'
 // statement caches: at most room distinct statements.
 type poolStatements struct {
-	key     *pgxpool.Pool
-	room    int
-	clients int // guarded by sharedPools.mu
+	key  *pgxpool.Pool
+	room int
+	// prepares says the pool's mode prepares statements and keeps their
+	// plans (pgx's default, QueryExecModeCacheStatement).
+	prepares bool
+	clients  int // guarded by sharedPools.mu
 
 	mu       sync.Mutex
 	admitted map[string]int // SQL -> Clients that hold it
@@ -141,7 +157,9 @@ func New(pool *pgxpool.Pool, render *sqltmpl.Renderer) *Statements {
 	defer sharedPools.mu.Unlock()
 	p, ok := sharedPools.byPool[pool]
 	if !ok {
-		p = &poolStatements{key: pool, room: cacheRoom(pool.Config().ConnConfig), admitted: make(map[string]int)}
+		cc := pool.Config().ConnConfig
+		p = &poolStatements{key: pool, room: cacheRoom(cc), prepares: cc.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement,
+			admitted: make(map[string]int)}
 		sharedPools.byPool[pool] = p
 	}
 	p.clients++

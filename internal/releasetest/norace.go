@@ -1,0 +1,5 @@
+//go:build !race
+
+package releasetest
+
+const raceEnabled = false
