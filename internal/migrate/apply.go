@@ -134,6 +134,10 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 		return nil, err
 	}
 	if r.state, err = r.prepare(ctx); err != nil {
+		// A lock of the schema's tables or name, held by another session.
+		if pgErr := (*pgconn.PgError)(nil); ctx.Err() == nil && errors.As(err, &pgErr) && giveWay[pgErr.Code] {
+			return r.gaveWay(ctx, fmt.Sprintf("preparing schema %q", r.sf.schema), pgErr)
+		}
 		return nil, err
 	}
 	if r.plan, err = r.m.plan(r.state, r.sf.schema); err != nil {
@@ -406,7 +410,7 @@ func (r *holder) failed(ctx context.Context, f *file, err error) (*pause, error)
 		// and its next attempt: read the state again.
 		return &pause{}, nil
 	case ctx.Err() == nil && errors.As(err, &pgErr) && giveWay[pgErr.Code]:
-		return r.gaveWay(ctx, f, pgErr)
+		return r.gaveWay(ctx, f.name, pgErr)
 	case errors.Is(err, errLeaseLost):
 		return nil, newError(ctx, []error{ErrLockLost, ErrRetryable}, err,
 			"applying %s to schema %q: migration lock lost: %v, after this one stopped renewing it for longer than %v (a frozen or partitioned process); its version was not recorded here, and the other migrator runs the file; start again",
@@ -430,15 +434,16 @@ func (r *holder) failed(ctx context.Context, f *file, err error) (*pause, error)
 // the server resolved by failing this statement.
 var giveWay = map[string]bool{"55P03": true, "40P01": true, "40001": true}
 
-// gaveWay gives the lock up after a statement of f failed with an error of
-// giveWay, and returns a pause that names what blocked it.
-func (r *holder) gaveWay(ctx context.Context, f *file, pgErr *pgconn.PgError) (*pause, error) {
+// gaveWay gives the lock up after a statement of what (a file, or the
+// holder's own work) failed with an error of giveWay, and returns a pause
+// that names what blocked it.
+func (r *holder) gaveWay(ctx context.Context, what string, pgErr *pgconn.PgError) (*pause, error) {
 	if pgErr.Code != "55P03" {
-		return &pause{conflict: fmt.Errorf("%s: %w", f.name, pgErr)}, nil
+		return &pause{conflict: fmt.Errorf("%s: %w", what, pgErr)}, nil
 	}
-	b, err := r.blockers(ctx, f)
+	b, err := r.blockers(ctx, what)
 	if err != nil {
-		return nil, r.m.lockedFault(ctx, r.h, nil, err, fmt.Sprintf("finding what blocked %s", f.name))
+		return nil, r.m.lockedFault(ctx, r.h, nil, err, "finding what blocked "+what)
 	}
 	return &pause{blocked: b}, nil
 }

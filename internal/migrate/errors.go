@@ -269,7 +269,7 @@ func (m *Migrations) refuse(ctx context.Context, sf *schemaFiles, pre probe, fas
 // holding locks on the schema's tables just after are, in practice, what
 // pg_blocking_pids would name (a long transaction that read or wrote them).
 type blockage struct {
-	file     string
+	what     string // a file, or the holder's own work
 	timeout  time.Duration
 	sessions []string
 }
@@ -287,7 +287,7 @@ GROUP BY a.pid, a.application_name, a.state, a.xact_start ORDER BY a.xact_start 
 
 // blockers rolls back what the lock wait left (the lock's transaction, so
 // the lock goes too) and reads who holds locks in the schema.
-func (r *holder) blockers(ctx context.Context, f *file) (*blockage, error) {
+func (r *holder) blockers(ctx context.Context, what string) (*blockage, error) {
 	sql := fmt.Sprintf(blockersSQL, quoteLiteral(r.sf.schema))
 	if r.h.pg().TxStatus() != 'I' {
 		sql = "ROLLBACK; " + sql
@@ -296,7 +296,7 @@ func (r *holder) blockers(ctx context.Context, f *file) (*blockage, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &blockage{file: f.name, timeout: r.cfg.LockTimeout}
+	b := &blockage{what: what, timeout: r.cfg.LockTimeout}
 	for _, row := range results[len(results)-1].Rows {
 		s := "pid " + string(row[0])
 		var about []string
@@ -329,7 +329,7 @@ func (p *pause) explain(ctx context.Context, schema string, err error) error {
 		}
 		return newError(ctx, []error{ErrRetryable}, err,
 			"%v; until then, every try of %s ran out of lock_timeout (%v) waiting for a lock, and was rolled back so that the host's queries could go on: it was blocked by %s; start again once that transaction ends, or end it (SELECT pg_catalog.pg_terminate_backend(pid)), or give the migration a longer deadline",
-			err, p.blocked.file, p.blocked.timeout, who)
+			err, p.blocked.what, p.blocked.timeout, who)
 	case p.conflict != nil:
 		return newError(ctx, []error{ErrRetryable}, err,
 			"%v; until then, the server ended a try of the migration to resolve a deadlock or serialization conflict with another session (%v), and it was tried again; start again",

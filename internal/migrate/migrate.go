@@ -471,7 +471,7 @@ func (p plan) warnNewer(log *slog.Logger, schema string, latest int64) {
 		return
 	}
 	log.LogAttrs(context.Background(), slog.LevelWarn,
-		"schema is at a newer version than this code knows; not migrating down (expected during a rolling deploy, otherwise deploy the newer code)",
+		"schema is at a newer version than this code knows; not migrating down (expected during a rolling deploy; otherwise deploy the newer code, or take the schema back with the newer release's migrate -to)",
 		slog.String("schema", schema), slog.Int64("schema_version", p.version),
 		slog.Int64("code_version", latest), slog.Any("unknown_versions", p.newer))
 }

@@ -74,7 +74,7 @@ func (m *Migrations) Status(ctx context.Context, pool *pgxpool.Pool, schema stri
 		}
 		note := "no migration file has this version: restore the file that was deleted or renamed"
 		if v > m.Latest() {
-			note = "newer than this code (expected during a rolling deploy): not migrated down"
+			note = "newer than this code (expected during a rolling deploy): not migrated down; the release that applied it takes it back (migrate -to)"
 		}
 		out = append(out, FileStatus{Version: v, State: Applied, AppliedAt: a.at, Note: note})
 	}
