@@ -35,9 +35,9 @@ func deadlineLoop(t *testing.T, m, dsn string, deadlines int) {
 	hostPool := pgtest.Pool(t, dsn)
 	open := func(ctx context.Context, schema string) (*mylib.Client, error) {
 		if m == "standalone" {
-			return mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quietLogger()))
+			return mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema(schema), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 		}
-		return mylib.New(ctx, mylib.WithManager(host{hostPool, schema}), mylib.WithLogger(quietLogger()))
+		return mylib.New(ctx, mylib.WithManager(host{hostPool, schema}), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 	}
 	{
 		var late []time.Duration
@@ -82,7 +82,7 @@ func deadlineLoop(t *testing.T, m, dsn string, deadlines int) {
 		watch := pgtest.Pool(t, dsn)
 		require.Eventually(t, func() bool { return settled(t, watch) }, 10*time.Second, 10*time.Millisecond,
 			"no migration lock and no open transaction left")
-		migratetest.RequireMigratedOnce(t, watch, "s_199", migrationFiles(t))
+		migratetest.RequireMigratedOnce(t, watch, "s_199", probeFiles)
 
 		slices.Sort(late)
 		require.NotEmpty(t, late)

@@ -126,14 +126,16 @@ WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(
 }
 
 // RequireNothingMigrated checks that no migration of schema was kept: no
-// version recorded, none of the first migration's tables.
+// version recorded, and no table in it but the migrations' own bookkeeping.
 func RequireNothingMigrated(t testing.TB, watch *pgxpool.Pool, schema string) {
 	t.Helper()
 	var versions int
-	var events bool
+	var tables []string
 	require.NoError(t, watch.QueryRow(t.Context(), fmt.Sprintf(
-		"SELECT (SELECT count(*) FROM %s WHERE version_id > 0), to_regclass($1) IS NOT NULL",
-		pgx.Identifier{schema, migrate.VersionTable(Module)}.Sanitize()), schema+".events").Scan(&versions, &events))
+		`SELECT (SELECT count(*) FROM %s WHERE version_id > 0),
+	(SELECT coalesce(array_agg(tablename::text ORDER BY tablename), '{}') FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename <> ALL($2))`,
+		pgx.Identifier{schema, migrate.VersionTable(Module)}.Sanitize()), schema,
+		[]string{migrate.VersionTable(Module), migrate.ChecksumTable(Module), migrate.LeaseTable(Module)}).Scan(&versions, &tables))
 	require.Zero(t, versions, "no version should be recorded")
-	require.False(t, events, "the table of the migration in flight should not exist")
+	require.Empty(t, tables, "no table of the migration in flight should exist")
 }
