@@ -33,6 +33,8 @@ type fault struct {
 	// retry: a New with the returned DSN then migrates; otherwise nothing
 	// at all must have been created.
 	retry bool
+	// left lists the tables of the library's names that provoke made, which stay.
+	left []string
 }
 
 // contextErrors are never matched unless the caller's context ended.
@@ -138,6 +140,7 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 			is:    []error{mylib.ErrInvalidSchema},
 			isNot: append([]error{mylib.ErrMigrationFailed, mylib.ErrRetryable, mylib.ErrNotMigrated}, contextErrors...),
 			words: []string{`schema "public" already holds public.` + probe.Table, "a schema of its own", "nothing was created"},
+			left:  []string{"public." + probe.Table},
 		},
 	}
 	for _, f := range faults {
@@ -162,7 +165,7 @@ func TestNew_FaultsAreReportedTruthfully(t *testing.T) {
 			require.Eventually(t, func() bool { return settled(t, watch) }, 10*time.Second, 10*time.Millisecond,
 				"no migration lock and no open transaction left (the server may be recovering from a crash first)")
 			if !f.retry {
-				require.Empty(t, libraryTables(t, watch), "nothing created")
+				require.ElementsMatch(t, f.left, libraryTables(t, watch), "nothing created")
 				return
 			}
 			migratetest.RequireNothingMigrated(t, watch, "audit")

@@ -143,7 +143,7 @@ func TestNew_RunsMigrationsInBothModes(t *testing.T) {
 		c := mustOpen(t, m, dsn, "audit", mylib.WithProbe)
 		require.Equal(t, "audit", c.Schema())
 		require.Len(t, appliedVersions(t, dsn, "audit"), probeFiles)
-		require.ElementsMatch(t, []string{probe.Table, "mylib_goose_db_version", "mylib_goose_checksums"}, tables(t, dsn, "audit"))
+		require.ElementsMatch(t, []string{probe.Table, "mylib_goose_db_version", "mylib_goose_checksums", "mylib_goose_lease"}, tables(t, dsn, "audit"))
 	})
 }
 
