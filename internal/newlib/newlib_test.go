@@ -205,13 +205,18 @@ func TestGenerate_CopyReadsAsItsOwn(t *testing.T) {
 	}
 
 	readme := read("README.md")
-	for _, want := range []string{
+	wants := []string{
 		"# " + name + "\n",
 		"choose your license",                    // the to-do note
-		"`" + name + ".New`",                     // the qualifier in prose
 		name + "test",                            // the test helper
 		"<schema>." + name + "_goose_db_version", // the version table
-	} {
+	}
+	original, err := os.ReadFile(filepath.Join(templateDir(t), "README.md"))
+	require.NoError(t, err)
+	if strings.Contains(string(original), "`"+templateName(t)+".New`") {
+		wants = append(wants, "`"+name+".New`") // the qualifier in prose
+	}
+	for _, want := range wants {
 		require.Contains(t, readme, want)
 	}
 	for _, wrong := range []string{
@@ -443,6 +448,17 @@ func TestCopy(t *testing.T) {
 		goCommand(t, own, env, test...)
 	})
 
+	t.Run("with a domain of its own passes the machinery tests unedited", func(t *testing.T) {
+		t.Parallel()
+		own := filepath.Join(t.TempDir(), name)
+		_, err := generate(templateDir(t), newPath, own)
+		require.NoError(t, err)
+		changed := replaceDomain(t, own, newPath, name)
+		t.Logf("a job queue in place of the example domain: %d files of the library's: %s", len(changed), strings.Join(changed, ", "))
+		goCommand(t, own, nil, "vet", "./...")
+		goCommand(t, own, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off", ".")
+	})
+
 	t.Run("can be copied again", func(t *testing.T) {
 		t.Parallel()
 		third := filepath.Join(t.TempDir(), "ledger")
@@ -462,6 +478,47 @@ func TestCopy(t *testing.T) {
 		t.Parallel()
 		testHostWithTwoLibraries(t, dir, newPath, name)
 	})
+}
+
+// replaceDomain gives the library in dir, made from the template as path,
+// a domain of its own, a job queue (testdata/jobs, named as the library): it
+// removes every Go and SQL file its manifest gives the library and writes the
+// queue's. It fails the test if that touches a file of the template's, and
+// returns the files it removed, wrote or both.
+func replaceDomain(t *testing.T, dir, path, name string) []string {
+	t.Helper()
+	m, err := readManifest(dir)
+	require.NoError(t, err)
+	src, err := listFiles(dir, "")
+	require.NoError(t, err)
+	changed := map[string]bool{}
+	for _, p := range src.paths {
+		if !m.isTemplate(p) && (strings.HasSuffix(p, ".go") || strings.HasSuffix(p, ".sql")) {
+			require.NoError(t, os.Remove(filepath.Join(dir, filepath.FromSlash(p))))
+			changed[p] = true
+		}
+	}
+	jobs := renamer{oldPath: "github.com/acme/jobs", newPath: path, oldName: "jobs", newName: name}
+	const from = "testdata/jobs"
+	require.NoError(t, filepath.WalkDir(from, func(at string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(at)
+		require.NoError(t, err)
+		rel, err := filepath.Rel(from, at)
+		require.NoError(t, err)
+		p := jobs.path(filepath.ToSlash(rel))
+		require.False(t, m.isTemplate(p), "the job queue's %s is a file of the template's", p)
+		if strings.HasSuffix(p, ".go") {
+			data = jobs.goSource(p, data, "")
+		} else {
+			data = []byte(jobs.text(string(data)))
+		}
+		changed[p] = true
+		return writeFileTo(dir, p, file{data: data, mode: 0o644})
+	}))
+	return slices.Sorted(maps.Keys(changed))
 }
 
 func skipUnlessSlow(t *testing.T) {
