@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +39,7 @@ func TestNew_AsAHostUsesIt(t *testing.T) {
 				t.Parallel()
 				client := mylibtest.New(t, pool)
 				schema := client.Schema()
-				migratetest.RequireMigratedOnce(t, pool, schema, migrationFiles(t))
+				migratetest.RequireMigratedOnce(t, pool, schema, migratetest.Files(t, os.DirFS("../migrations")))
 				mu.Lock()
 				_, dup := seen[schema]
 				seen[schema] = t.Name()
@@ -93,15 +92,6 @@ func TestBuild_NoContainerRuntime(t *testing.T) {
 			t.Errorf("the helper's build imports %s", dep)
 		}
 	}
-}
-
-// migrationFiles counts the library's migration files.
-func migrationFiles(t *testing.T) int {
-	t.Helper()
-	files, err := filepath.Glob("../migrations/*.sql")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	return len(files)
 }
 
 // domainTables lists the tables in schema but the migrations' bookkeeping.

@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,7 +308,7 @@ func TestFleet_EightProcessesOnTheirOwnSchemasBehindASmallServerPool(t *testing.
 					procs, clients, size, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
 				want := migrationFiles(t)
 				if files != "" {
-					want = fileCount(t, fileSets[files]())
+					want = migratetest.Files(t, fileSets[files]())
 				}
 				for i := range procs {
 					migratetest.RequireMigratedOnce(t, watch, schema(i), want)
@@ -394,7 +393,7 @@ func TestFleet_AFrozenMigratorLosesTheLockWithinTheLease(t *testing.T) {
 				rep := m.report(t)
 				require.Len(t, rep.Clients, 1)
 				require.Contains(t, rep.Clients[0].Error, "migration lock lost", "the frozen migrator, resumed, finds out")
-				migratetest.RequireMigratedOnce(t, watch, "audit", fileCount(t, fileSets[files]()))
+				migratetest.RequireMigratedOnce(t, watch, "audit", migratetest.Files(t, fileSets[files]()))
 				var marks []int
 				rows, err := watch.Query(t.Context(), "SELECT mark FROM audit.runs ORDER BY mark")
 				require.NoError(t, err)
@@ -421,21 +420,7 @@ WHERE datname = current_database() AND state = 'active' AND query LIKE '%pg_slee
 	return ok
 }
 
-// fileCount counts the migration files of fsys.
-func fileCount(t *testing.T, fsys fs.FS) int {
-	t.Helper()
-	names, err := fs.Glob(fsys, "*.sql")
-	require.NoError(t, err)
-	return len(names)
-}
-
 // migrationFiles counts the library's migration files.
-func migrationFiles(t *testing.T) int {
-	t.Helper()
-	files, err := filepath.Glob("../../migrations/*.sql")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	return len(files)
-}
+func migrationFiles(t *testing.T) int { return migratetest.Files(t, os.DirFS("../../migrations")) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,6 +6,7 @@ package migratetest
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +75,16 @@ EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = to_regclass($1))
 		return holder != nil && waiting
 	}, 10*time.Second, 5*time.Millisecond, "a migrator should be inside the lock, its migration waiting")
 	return *holder
+}
+
+// Files counts the migration files (*.sql) at the root of fsys, such as the
+// library's: os.DirFS of its migrations directory.
+func Files(t testing.TB, fsys fs.FS) int {
+	t.Helper()
+	names, err := fs.Glob(fsys, "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	return len(names)
 }
 
 // RequireMigratedOnce checks what a user would: every one of files applied,
