@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgdual/mylib"
@@ -251,4 +252,47 @@ func TestAudit_BadEventsAreRefused(t *testing.T) {
 	n, err := c.Count(ctx, "s")
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+func TestAudit_MethodsAfterCloseReturnErrClosed(t *testing.T) {
+	t.Parallel()
+	c := mustOpen(t, modes[0], migratedDSN(t), "audit")
+	c.Close()
+	ctx := context.Background()
+	_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+	require.ErrorIs(t, err, mylib.ErrClosed)
+	_, err = c.List(ctx, "c", 10, nil)
+	require.ErrorIs(t, err, mylib.ErrClosed)
+	_, err = c.Count(ctx, "c")
+	require.ErrorIs(t, err, mylib.ErrClosed)
+	_, err = c.Purge(ctx, time.Now())
+	require.ErrorIs(t, err, mylib.ErrClosed)
+}
+
+// Every method works on tenants whose statements no longer fit in the host
+// pool's statement cache, and so run unnamed (statements_test.go checks the
+// cache itself).
+func TestAudit_EveryMethodBeyondTheStatementCache(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pool := pgtest.Pool(t, dsn, func(c *pgxpool.Config) {
+		c.MaxConns = 1
+		c.ConnConfig.StatementCacheCapacity = 16
+	})
+	for i := range 4 {
+		for range 2 {
+			require.NoError(t, everyMethod(t.Context(), pool, fmt.Sprintf("tenant_%d", i)))
+		}
+	}
+}
+
+// Every method works in the query modes a host behind PgBouncer chooses from.
+func TestAudit_EveryMethodInExecAndSimpleProtocol(t *testing.T) {
+	for _, mode := range []string{"exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			pool := pgtest.Pool(t, pgtest.SetParam(pgtest.DSN(t), "default_query_exec_mode", mode))
+			require.NoError(t, everyMethod(t.Context(), pool, "audit"))
+		})
+	}
 }

@@ -3,10 +3,8 @@ package mylib_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -14,17 +12,17 @@ import (
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 )
 
 // A host that opens many tenants at once on a small pool: every New migrates
 // a new schema, and none holds a connection while it waits for another, so
-// all complete. Among the files is a concurrent index build, which cannot run
-// in a transaction and waits for every older transaction of the database:
-// no migrator keeps one open while it runs. The bound is a deadline that
+// all complete. Among the probe's files is a concurrent index build, which
+// cannot run in a transaction and waits for every older transaction of the
+// database: no migrator keeps one open while it runs. The bound is a deadline that
 // fails the test instead of hanging it, with room for a loaded machine.
 func TestNew_ConcurrentStartsOnManySchemasNeverExhaustThePool(t *testing.T) {
 	const schemas, atOnce = 200, 16
-	files := withIndexBuild(t)
 	for _, size := range []int32{1, 2, 4} {
 		t.Run(fmt.Sprintf("pool of %d", size), func(t *testing.T) {
 			t.Parallel()
@@ -41,9 +39,9 @@ func TestNew_ConcurrentStartsOnManySchemasNeverExhaustThePool(t *testing.T) {
 				wg.Go(func() {
 					defer func() { <-slots }()
 					c, err := mylib.New(ctx, mylib.WithManager(host{pool, fmt.Sprintf("tenant_%03d", i)}), mylib.WithLogger(quietLogger()),
-						mylib.WithMigrationFiles(files))
+						mylib.WithProbe)
 					if err == nil {
-						_, err = c.Record(ctx, mylib.Event{Actor: "host", Action: "open", Subject: "tenant"})
+						_, err = mylib.ProbeInsert(ctx, c, nil, "tenant")
 						c.Close()
 					}
 					errs[i] = err
@@ -60,26 +58,11 @@ func TestNew_ConcurrentStartsOnManySchemasNeverExhaustThePool(t *testing.T) {
 		AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))`).Scan(&migrated, &locks))
 			require.Equal(t, schemas, migrated, "every schema migrated")
 			require.Zero(t, locks, "no migration lock left")
-			require.Len(t, appliedVersions(t, dsn, "tenant_199"), migrationFiles(t)+1)
+			require.Len(t, appliedVersions(t, dsn, "tenant_199"), probeFiles)
 			var valid int
 			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-WHERE c.relname = 'events_actor' AND i.indisvalid`).Scan(&valid))
+WHERE c.relname = $1 AND i.indisvalid`, probe.Index).Scan(&valid))
 			require.Equal(t, schemas, valid, "every schema has its valid concurrent index")
 		})
 	}
-}
-
-// withIndexBuild is the library's migration files and one more, marked NO
-// TRANSACTION, that builds an index concurrently: the safe way to index a
-// table in use.
-func withIndexBuild(t *testing.T) fstest.MapFS {
-	t.Helper()
-	files := libraryFiles(t, math.MaxInt64)
-	files["09999_events_actor.sql"] = &fstest.MapFile{Data: []byte(`-- +goose NO TRANSACTION
--- +goose Up
-CREATE INDEX CONCURRENTLY IF NOT EXISTS events_actor ON {{tables.events}} (actor);
--- +goose Down
-DROP INDEX CONCURRENTLY IF EXISTS {{schema}}.events_actor;
-`)}
-	return files
 }

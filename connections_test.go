@@ -29,7 +29,7 @@ func TestConnections_SharedPoolAgainstStandalone(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for range 20 {
-						_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+						_, err := mylib.ProbeInsert(ctx, c, nil, "c")
 						require.NoError(t, err)
 					}
 				}()
@@ -41,7 +41,7 @@ func TestConnections_SharedPoolAgainstStandalone(t *testing.T) {
 	hostPool := pgtest.Pool(t, withApp(t, dsn, "conn_shared"), func(c *pgxpool.Config) { c.MaxConns = 10 })
 	var shared []*mylib.Client
 	for i := range libraries {
-		c, err := mylib.New(ctx, mylib.WithManager(host{hostPool, fmt.Sprintf("shared_%d", i)}))
+		c, err := mylib.New(ctx, mylib.WithManager(host{hostPool, fmt.Sprintf("shared_%d", i)}), mylib.WithProbe)
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		shared = append(shared, c)
@@ -52,7 +52,7 @@ func TestConnections_SharedPoolAgainstStandalone(t *testing.T) {
 	var alone []*mylib.Client
 	for i := range libraries {
 		c, err := mylib.New(ctx, mylib.WithDSN(withApp(t, dsn, "conn_standalone")), mylib.WithSchema(fmt.Sprintf("alone_%d", i)),
-			mylib.WithLogger(quietLogger()))
+			mylib.WithLogger(quietLogger()), mylib.WithProbe)
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		alone = append(alone, c)

@@ -2,18 +2,19 @@ package mylib_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"go/ast"
+	"go/doc"
 	"go/parser"
 	"go/token"
-	"io"
 	"log/slog"
-	"maps"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -21,68 +22,67 @@ import (
 	"github.com/pgdual/mylib/internal/pgtest"
 )
 
-// examples are the package's runnable examples.
-var examples = map[string]func(){
-	"Example_standalone":     Example_standalone,
-	"Example_embedded":       Example_embedded,
-	"Example_errors":         Example_errors,
-	"ExampleClient_RecordTx": ExampleClient_RecordTx,
-	"ExampleClient_List":     ExampleClient_List,
-	"ExampleWithPoolConfig":  ExampleWithPoolConfig,
+// examplesTwice, set in its environment, makes the test binary run the
+// tests and examples -test.run selects twice over, on one database.
+const examplesTwice = "MYLIB_TEST_EXAMPLES_TWICE"
+
+// twice runs the tests twice over.
+type twice struct{ m *testing.M }
+
+func (r twice) Run() int {
+	if code := r.m.Run(); code != 0 {
+		return code
+	}
+	return r.m.Run()
 }
 
 // TestExamples_RunTwiceTheSame: a reader who runs an example twice on one
 // database sees the same output: each example keeps to a schema of its own
-// and cleans up what it counts. Not parallel: it swaps os.Stdout while no
-// other test of the package runs.
+// and cleans up what it counts. The test binary runs every example twice
+// over, on one database, in a process of its own, and go test checks each
+// run's output against the example's Output comment.
 func TestExamples_RunTwiceTheSame(t *testing.T) {
-	require.ElementsMatch(t, exampleFuncs(t), slices.Collect(maps.Keys(examples)), "every example is listed in examples")
+	t.Parallel()
+	examples := exampleFuncs(t)
+	for name, output := range examples {
+		if !output {
+			t.Errorf("%s has no // Output: comment, so go test compiles it but never runs it: add the output it prints", name)
+		}
+	}
+	if len(examples) == 0 {
+		t.Skip("the package has no example")
+	}
 	if os.Getenv("DATABASE_URL") == "" {
 		t.Skip("no examples database")
 	}
-	for name, example := range examples {
-		first, second := stdoutOf(t, example), stdoutOf(t, example)
-		require.NotEmpty(t, first, name)
-		require.Equal(t, first, second, "%s printed something else the second time", name)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, os.Args[0], "-test.run=^Example", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), examplesTwice+"=1", "TEST_DATABASE_URL="+pgtest.AdminDSN(t))
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the examples, run twice on one database:\n%s", out)
+	for name := range examples {
+		require.Equal(t, 2, strings.Count(string(out), "--- PASS: "+name+" ("), "%s ran twice:\n%s", name, out)
 	}
 }
 
-// exampleFuncs lists the Example functions of the package's test files.
-func exampleFuncs(t *testing.T) []string {
-	files, err := filepath.Glob("*_test.go")
+// exampleFuncs names the examples of the package's test files, and says of
+// each whether it has an Output comment.
+func exampleFuncs(t *testing.T) map[string]bool {
+	names, err := filepath.Glob("*_test.go")
 	require.NoError(t, err)
-	var names []string
-	for _, f := range files {
-		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, name := range names {
+		file, err := parser.ParseFile(fset, name, nil, parser.ParseComments|parser.SkipObjectResolution)
 		require.NoError(t, err)
-		for _, d := range file.Decls {
-			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Example") {
-				names = append(names, fn.Name.Name)
-			}
-		}
+		files = append(files, file)
 	}
-	return names
-}
-
-// stdoutOf runs f and returns what it printed.
-func stdoutOf(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	require.NoError(t, err)
-	defer r.Close()
-	read := make(chan []byte, 1)
-	go func() {
-		out, _ := io.ReadAll(r)
-		read <- out
-	}()
-	saved := os.Stdout
-	os.Stdout = w
-	func() {
-		defer func() { os.Stdout = saved }()
-		f()
-	}()
-	require.NoError(t, w.Close())
-	return string(<-read)
+	examples := map[string]bool{}
+	for _, ex := range doc.Examples(files...) {
+		examples["Example"+ex.Name] = ex.Output != "" || ex.EmptyOutput
+	}
+	return examples
 }
 
 // TestLogs_NameTheLibrary: every line the library logs, the migrations' and

@@ -1,7 +1,6 @@
 package mylib_test
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/migratetest"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 )
 
 // A primary killed while New migrates on it, mid-file and inside the lock,
@@ -59,9 +59,9 @@ func TestNew_FailoverMidFileIsRetryableAndTheNextNewMigratesOnTheNewPrimary(t *t
 
 	require.NoError(t, standby.Promote(t.Context()))
 	migratetest.RequireNothingMigrated(t, onStandby, "audit")
-	c, err := mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()))
+	c, err := mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 	require.NoError(t, err, "the next New migrates on the new primary")
-	_, err = c.Record(t.Context(), mylib.Event{Actor: "alice", Action: "login", Subject: "account:42"})
+	_, err = mylib.ProbeInsert(t.Context(), c, nil, "account:42")
 	require.NoError(t, err)
 	c.Close()
 	requireMigrated(t, onStandby, "audit")
@@ -82,24 +82,24 @@ func TestNew_AMigrationLostInAFailoverIsAppliedAgainOnTheNewPrimary(t *testing.T
 		"SELECT count(*) = 1 FROM audit.mylib_goose_checksums")
 	cutReplication(t, onStandby, onPrimary)
 
-	c, err := mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()))
+	c, err := mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 	require.NoError(t, err, "the primary migrates")
-	_, err = c.Record(t.Context(), mylib.Event{Actor: "alice", Action: "login", Subject: "account:42"})
+	_, err = mylib.ProbeInsert(t.Context(), c, nil, "account:42")
 	require.NoError(t, err)
 	c.Close()
-	migratetest.RequireMigratedOnce(t, onPrimary, "audit", migrationFiles(t))
+	migratetest.RequireMigratedOnce(t, onPrimary, "audit", probeFiles)
 
 	require.NoError(t, primary.Kill())
 	require.NoError(t, standby.Promote(t.Context()))
 	require.Equal(t, map[int64]int{1: 1}, migratetest.VersionCounts(t, onStandby, "audit"),
 		"the new primary has only what was replicated")
 
-	c, err = mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()))
+	c, err = mylib.New(t.Context(), mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 	require.NoError(t, err, "the next New applies the lost migration again")
 	defer c.Close()
-	n, err := c.Count(t.Context(), "account:42")
+	n, err := mylib.ProbeCount(t.Context(), c, "account:42")
 	require.NoError(t, err)
-	require.Zero(t, n, "the event recorded after the cut is lost with the migration")
+	require.Zero(t, n, "the row written after the cut is lost with the migration")
 	requireMigrated(t, onStandby, "audit")
 }
 
@@ -111,38 +111,30 @@ func TestNew_OnAHotStandby(t *testing.T) {
 	t.Parallel()
 	primary, standby := pgtest.Standby(t)
 	onPrimary := pgtest.Pool(t, primary.DSN())
-	c, err := mylib.New(t.Context(), mylib.WithManager(host{onPrimary, "audit"}), mylib.WithLogger(quietLogger()))
+	c, err := mylib.New(t.Context(), mylib.WithManager(host{onPrimary, "audit"}), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 	require.NoError(t, err)
-	_, err = c.Record(t.Context(), mylib.Event{Actor: "alice", Action: "login", Subject: "account:42"})
+	_, err = mylib.ProbeInsert(t.Context(), c, nil, "account:42")
 	require.NoError(t, err)
 	c.Close()
 	_, err = migrationsUpTo(t, 1).Up(t.Context(), onPrimary, "behind", migrate.Config{Log: quietLogger()})
 	require.NoError(t, err)
 	onStandby := pgtest.Pool(t, standby.DSN())
 	awaitReplay(t, onStandby, "both schemas",
-		"SELECT (SELECT count(*) FROM audit.events) = 1 AND (SELECT count(*) FROM behind.mylib_goose_checksums) = 1")
+		"SELECT (SELECT count(*) FROM audit."+probe.Table+") = 1 AND (SELECT count(*) FROM behind.mylib_goose_checksums) = 1")
 
 	t.Run("a schema up to date starts, and reads", func(t *testing.T) {
 		// The locked path refuses a read-only session: to start at all is
 		// to have taken the fast path.
-		c, err := mylib.New(t.Context(), mylib.WithDSN(standby.DSN()), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()))
+		c, err := mylib.New(t.Context(), mylib.WithDSN(standby.DSN()), mylib.WithSchema("audit"), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 		require.NoError(t, err)
 		defer c.Close()
-		n, err := c.Count(t.Context(), "account:42")
+		n, err := mylib.ProbeCount(t.Context(), c, "account:42")
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-		page, err := c.List(t.Context(), "account:42", 10, nil)
-		require.NoError(t, err)
-		require.Len(t, page.Events, 1)
-		require.Equal(t, "alice", page.Events[0].Actor)
-		_, err = c.Record(t.Context(), mylib.Event{Actor: "bob", Action: "login", Subject: "account:42"})
+		_, err = mylib.ProbeInsert(t.Context(), c, nil, "account:43")
 		require.ErrorContains(t, err, "read-only", "the standby refuses writes")
 	})
-	names, err := filepath.Glob("migrations/*.sql")
-	require.NoError(t, err)
-	for i, n := range names {
-		names[i] = filepath.Base(n)
-	}
+	names := probe.Names()
 	for _, tt := range []struct {
 		schema, pending string
 	}{
@@ -191,25 +183,22 @@ func cutReplication(t *testing.T, standby, primary *pgxpool.Pool) {
 }
 
 // requireMigrated checks schema on the new primary: every file applied once
-// with its checksum, the library's tables there, no lock or transaction left.
+// with its checksum, the probe's table there, no lock or transaction left.
 func requireMigrated(t *testing.T, pool *pgxpool.Pool, schema string) {
 	t.Helper()
-	migratetest.RequireMigratedOnce(t, pool, schema, migrationFiles(t))
-	for _, table := range []string{"events", "subjects"} {
-		var exists bool
-		require.NoError(t, pool.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL", schema+"."+table).Scan(&exists))
-		require.True(t, exists, "%s.%s", schema, table)
-	}
+	migratetest.RequireMigratedOnce(t, pool, schema, probeFiles)
+	var exists bool
+	require.NoError(t, pool.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL", schema+"."+probe.Table).Scan(&exists))
+	require.True(t, exists, "%s.%s", schema, probe.Table)
 	require.Eventually(t, func() bool { return settled(t, pool) }, 10*time.Second, 10*time.Millisecond,
 		"no migration lock and no open transaction left")
 }
 
-// migrationsUpTo loads the library's migration files numbered up to version,
+// migrationsUpTo loads the probe's migration files numbered up to version,
 // as New loads them all: a schema migrated with them is behind by the rest.
 func migrationsUpTo(t *testing.T, version int64) *migrate.Migrations {
 	t.Helper()
-	files := libraryFiles(t, version)
-	set, err := migrate.Load(migratetest.Module, files)
+	set, err := migrate.Load(migratetest.Module, probe.UpTo(version))
 	require.NoError(t, err)
 	return set
 }

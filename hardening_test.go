@@ -15,10 +15,11 @@ import (
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 )
 
-// workload records events from several goroutines until stop is closed and
-// remembers every event the library acknowledged.
+// workload inserts the probe's rows from several goroutines until stop is
+// closed and remembers every row the library acknowledged.
 type workload struct {
 	mu    sync.Mutex
 	acked map[int64]string
@@ -39,9 +40,9 @@ func runWorkload(ctx context.Context, c *mylib.Client, workers int, stop <-chan 
 					return
 				default:
 				}
-				action := fmt.Sprintf("w%d-%d", i, n)
+				key := fmt.Sprintf("w%d-%d", i, n)
 				callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				ev, err := c.Record(callCtx, mylib.Event{Actor: "load", Action: action, Subject: fmt.Sprintf("subject:%d", n%5)})
+				id, err := mylib.ProbeInsert(callCtx, c, nil, key)
 				cancel()
 				if err != nil {
 					w.errs.Add(1)
@@ -50,7 +51,7 @@ func runWorkload(ctx context.Context, c *mylib.Client, workers int, stop <-chan 
 				}
 				w.ok.Add(1)
 				w.mu.Lock()
-				w.acked[ev.ID] = action
+				w.acked[id] = key
 				w.mu.Unlock()
 			}
 		}()
@@ -61,27 +62,27 @@ func runWorkload(ctx context.Context, c *mylib.Client, workers int, stop <-chan 
 // requireAllAcked checks that every acknowledged write is in the database.
 func (w *workload) requireAllAcked(t *testing.T, pool *pgxpool.Pool, schema string) {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), fmt.Sprintf("SELECT id, action FROM %s", pgx.Identifier{schema, "events"}.Sanitize()))
+	rows, err := pool.Query(context.Background(), fmt.Sprintf("SELECT id, key FROM %s", pgx.Identifier{schema, probe.Table}.Sanitize()))
 	require.NoError(t, err)
 	stored := map[int64]string{}
 	var id int64
-	var action string
-	_, err = pgx.ForEachRow(rows, []any{&id, &action}, func() error { stored[id] = action; return nil })
+	var key string
+	_, err = pgx.ForEachRow(rows, []any{&id, &key}, func() error { stored[id] = key; return nil })
 	require.NoError(t, err)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	require.NotEmpty(t, w.acked)
-	for id, action := range w.acked {
-		require.Equal(t, action, stored[id], "acknowledged event %d is stored", id)
+	for id, key := range w.acked {
+		require.Equal(t, key, stored[id], "acknowledged row %d is stored", id)
 	}
 }
 
 func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
 	t.Parallel()
-	eachModeOn(t, migratedDSN, func(t *testing.T, m mode, dsn string) {
+	eachModeOn(t, probeDSN, func(t *testing.T, m mode, dsn string) {
 		ctx := context.Background()
 		app := "fault_" + m.name
-		c := mustOpen(t, m, withApp(t, dsn, app), "audit")
+		c := mustOpen(t, m, withApp(t, dsn, app), "audit", mylib.WithProbe)
 		admin := pgtest.Pool(t, dsn)
 
 		stop := make(chan struct{})
@@ -100,7 +101,7 @@ func TestFaults_TerminatedBackendsLoseNothingCommitted(t *testing.T) {
 		require.Positive(t, killed, "backends were terminated under load")
 
 		// Later calls succeed.
-		_, err := c.Record(ctx, mylib.Event{Actor: "after", Action: "check", Subject: "s"})
+		_, err := mylib.ProbeInsert(ctx, c, nil, "after")
 		require.NoError(t, err)
 		w.requireAllAcked(t, admin, "audit")
 		t.Logf("%s: %d writes acknowledged, %d failed while %d backends were terminated", m.name, w.ok.Load(), w.errs.Load(), killed)
@@ -111,7 +112,7 @@ func TestFaults_ServerRestartMidWorkload(t *testing.T) {
 	t.Parallel()
 	srv, dsn := pgtest.Restartable(t)
 	ctx := context.Background()
-	c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"))
+	c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithProbe)
 	require.NoError(t, err)
 	defer c.Close()
 
@@ -123,7 +124,7 @@ func TestFaults_ServerRestartMidWorkload(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	_, err = c.Record(ctx, mylib.Event{Actor: "after", Action: "restart", Subject: "s"})
+	_, err = mylib.ProbeInsert(ctx, c, nil, "after")
 	require.NoError(t, err, "calls after the restart succeed")
 	pool := pgtest.Pool(t, dsn)
 	w.requireAllAcked(t, pool, "audit")
@@ -132,10 +133,10 @@ func TestFaults_ServerRestartMidWorkload(t *testing.T) {
 
 func TestClose_UnderLoad(t *testing.T) {
 	t.Parallel()
-	dsn := migratedDSN(t)
+	dsn := probeDSN(t)
 	ctx := context.Background()
 	const app = "close_load"
-	c, err := mylib.New(ctx, mylib.WithDSN(withApp(t, dsn, app)), mylib.WithSchema("audit"))
+	c, err := mylib.New(ctx, mylib.WithDSN(withApp(t, dsn, app)), mylib.WithSchema("audit"), mylib.WithProbe)
 	require.NoError(t, err)
 
 	stop := make(chan struct{})
@@ -153,9 +154,9 @@ func TestClose_UnderLoad(t *testing.T) {
 				}
 				var err error
 				if i%2 == 0 {
-					_, err = c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+					_, err = mylib.ProbeInsert(ctx, c, nil, "c")
 				} else {
-					_, err = c.List(ctx, "c", 50, nil)
+					_, err = mylib.ProbeCount(ctx, c, "c")
 				}
 				if err != nil && !errors.Is(err, mylib.ErrClosed) {
 					unexpected.Store(err)
@@ -171,7 +172,7 @@ func TestClose_UnderLoad(t *testing.T) {
 	if err, _ := unexpected.Load().(error); err != nil {
 		t.Fatalf("a call in flight during Close returned an error that is not ErrClosed: %v", err)
 	}
-	_, err = c.Count(ctx, "c")
+	_, err = mylib.ProbeCount(ctx, c, "c")
 	require.ErrorIs(t, err, mylib.ErrClosed)
 	require.Eventually(t, func() bool { return backends(t, dsn, app) == 0 }, 5*time.Second, 20*time.Millisecond, "no connection leaked")
 }
@@ -211,19 +212,19 @@ func TestPrivilege_RoleThatOwnsOnlyItsSchema(t *testing.T) {
 	require.False(t, super)
 	require.False(t, canCreate)
 
-	a, err := mylib.New(ctx, mylib.WithManager(host{auditPool, "audit"}))
+	a, err := mylib.New(ctx, mylib.WithManager(host{auditPool, "audit"}), mylib.WithProbe)
 	require.NoError(t, err, "a role owning only its schema runs the library embedded")
 	defer a.Close()
-	b, err := mylib.New(ctx, mylib.WithManager(host{otherPool, "other"}))
+	b, err := mylib.New(ctx, mylib.WithManager(host{otherPool, "other"}), mylib.WithProbe)
 	require.NoError(t, err)
 	defer b.Close()
-	_, err = a.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+	_, err = mylib.ProbeInsert(ctx, a, nil, "c")
 	require.NoError(t, err)
 
-	_, err = auditPool.Exec(ctx, "SELECT * FROM other.events")
+	_, err = auditPool.Exec(ctx, "SELECT * FROM other."+probe.Table)
 	require.ErrorContains(t, err, "permission denied", "one library's role cannot read another's schema")
 
-	_, err = mylib.New(ctx, mylib.WithManager(host{auditPool, "elsewhere"}))
+	_, err = mylib.New(ctx, mylib.WithManager(host{auditPool, "elsewhere"}), mylib.WithProbe)
 	require.ErrorContains(t, err, "permission denied", "a role without CREATE on the database cannot make a schema")
 	require.ErrorContains(t, err, "CREATE on the database")
 }

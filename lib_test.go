@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -25,9 +26,16 @@ import (
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.MainWithDatabase(m, "DATABASE_URL")) }
+func TestMain(m *testing.M) {
+	var run interface{ Run() int } = m
+	if os.Getenv(examplesTwice) != "" {
+		run = twice{m}
+	}
+	os.Exit(pgtest.MainWithDatabase(run, "DATABASE_URL"))
+}
 
 // host is a host application's own Manager: any type with Pool and Schema.
 type host struct {
@@ -76,6 +84,11 @@ func mustOpen(t *testing.T, m mode, dsn, schema string, opts ...mylib.Option) *m
 	return c
 }
 
+// probeFiles is how many migration files the probe has (internal/probe): the
+// machinery's tests migrate with them (mylib.WithProbe) and run its
+// statements, whatever the library's domain.
+var probeFiles = len(probe.Names())
+
 // migrationFiles counts the files a user sees in migrations/.
 func migrationFiles(t *testing.T) int {
 	files, err := filepath.Glob("migrations/*.sql")
@@ -85,7 +98,8 @@ func migrationFiles(t *testing.T) int {
 }
 
 // libraryFiles is the library's migration files numbered up to version (all
-// with math.MaxInt64), as a file system New or migrate.Load can take.
+// with math.MaxInt64), as a file system New or migrate.Load can take: for the
+// library's tests of its own releases.
 func libraryFiles(t testing.TB, version int64) fstest.MapFS {
 	t.Helper()
 	files := fstest.MapFS{}
@@ -126,20 +140,20 @@ func appliedVersions(t *testing.T, dsn, schema string) []int64 {
 func TestNew_RunsMigrationsInBothModes(t *testing.T) {
 	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
-		c := mustOpen(t, m, dsn, "audit")
+		c := mustOpen(t, m, dsn, "audit", mylib.WithProbe)
 		require.Equal(t, "audit", c.Schema())
-		require.Len(t, appliedVersions(t, dsn, "audit"), migrationFiles(t))
-		require.ElementsMatch(t, []string{"events", "subjects", "mylib_goose_db_version", "mylib_goose_checksums"}, tables(t, dsn, "audit"))
+		require.Len(t, appliedVersions(t, dsn, "audit"), probeFiles)
+		require.ElementsMatch(t, []string{probe.Table, "mylib_goose_db_version", "mylib_goose_checksums", "mylib_goose_lease"}, tables(t, dsn, "audit"))
 	})
 }
 
 func TestNew_UpToDateSchemaAppliesNothing(t *testing.T) {
 	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
-		mustOpen(t, m, dsn, "audit").Close()
+		mustOpen(t, m, dsn, "audit", mylib.WithProbe).Close()
 		before := versionRows(t, dsn, "audit")
 		for range 3 {
-			mustOpen(t, m, dsn, "audit").Close()
+			mustOpen(t, m, dsn, "audit", mylib.WithProbe).Close()
 		}
 		require.Equal(t, before, versionRows(t, dsn, "audit"))
 	})
@@ -165,7 +179,7 @@ func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := m.open(t, dsn, "audit")
+				c, err := m.open(t, dsn, "audit", mylib.WithProbe)
 				if err == nil {
 					c.Close()
 				}
@@ -176,19 +190,19 @@ func TestNew_ConcurrentStartsMigrateOnce(t *testing.T) {
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
-		require.Equal(t, migrationFiles(t), versionRows(t, dsn, "audit"), "every migration applied exactly once")
+		require.Equal(t, probeFiles, versionRows(t, dsn, "audit"), "every migration applied exactly once")
 	})
 }
 
 func TestClose_StandaloneClosesItsPool(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
-	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithPoolConfig(func(cfg *pgxpool.Config) {
+	c, err := mylib.New(context.Background(), mylib.WithDSN(dsn), mylib.WithProbe, mylib.WithPoolConfig(func(cfg *pgxpool.Config) {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "close_test"
 		cfg.MinConns = 2
 	}))
 	require.NoError(t, err)
-	_, err = c.Count(context.Background(), "x")
+	_, err = mylib.ProbeCount(context.Background(), c, "x")
 	require.NoError(t, err)
 	require.Positive(t, backends(t, dsn, "close_test"))
 	c.Close()
@@ -200,7 +214,7 @@ func TestClose_EmbeddedLeavesHostPoolOpen(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	pool := pgtest.Pool(t, dsn)
-	c, err := mylib.New(context.Background(), mylib.WithManager(host{pool, "audit"}))
+	c, err := mylib.New(context.Background(), mylib.WithManager(host{pool, "audit"}), mylib.WithProbe)
 	require.NoError(t, err)
 	c.Close()
 	c.Close() // a second call does nothing
@@ -212,17 +226,13 @@ func TestClose_EmbeddedLeavesHostPoolOpen(t *testing.T) {
 func TestClose_MethodsAfterCloseReturnErrClosed(t *testing.T) {
 	t.Parallel()
 	eachMode(t, func(t *testing.T, m mode, dsn string) {
-		c := mustOpen(t, m, dsn, "audit")
+		c := mustOpen(t, m, dsn, "audit", mylib.WithProbe)
 		c.Close()
 		c.Close()
 		ctx := context.Background()
-		_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+		_, err := mylib.ProbeInsert(ctx, c, nil, "c")
 		require.ErrorIs(t, err, mylib.ErrClosed)
-		_, err = c.List(ctx, "c", 10, nil)
-		require.ErrorIs(t, err, mylib.ErrClosed)
-		_, err = c.Count(ctx, "c")
-		require.ErrorIs(t, err, mylib.ErrClosed)
-		_, err = c.Purge(ctx, time.Now())
+		_, err = mylib.ProbeCount(ctx, c, "c")
 		require.ErrorIs(t, err, mylib.ErrClosed)
 	})
 }
@@ -234,15 +244,15 @@ func TestSharedPool_TenantsAreIsolated(t *testing.T) {
 	ctx := context.Background()
 	tenants := map[string]*mylib.Client{}
 	for _, schema := range []string{"tenant_a", "tenant_b", "tenant_c"} {
-		c, err := mylib.New(ctx, mylib.WithManager(host{pool, schema}))
+		c, err := mylib.New(ctx, mylib.WithManager(host{pool, schema}), mylib.WithProbe)
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		tenants[schema] = c
 	}
-	_, err := tenants["tenant_a"].Record(ctx, mylib.Event{Actor: "alice", Action: "login", Subject: "account:1"})
+	_, err := mylib.ProbeInsert(ctx, tenants["tenant_a"], nil, "account:1")
 	require.NoError(t, err)
 	for schema, c := range tenants {
-		n, err := c.Count(ctx, "account:1")
+		n, err := mylib.ProbeCount(ctx, c, "account:1")
 		require.NoError(t, err)
 		if schema == "tenant_a" {
 			require.EqualValues(t, 1, n)
@@ -340,16 +350,30 @@ func schemas(t *testing.T, dsn string) []string {
 // migration files, so tests of the domain do not re-run migrations.
 func migratedDSN(t testing.TB) string {
 	t.Helper()
+	return migratedWith(t, os.DirFS("migrations"))
+}
+
+// probeDSN is migratedDSN with the probe's files.
+func probeDSN(t testing.TB) string {
+	t.Helper()
+	return migratedWith(t, probe.Files(), mylib.WithProbe)
+}
+
+// migratedWith returns a fresh database whose schema "audit" New, given
+// opts, has migrated with files.
+func migratedWith(t testing.TB, files fs.FS, opts ...mylib.Option) string {
+	t.Helper()
 	h := sha256.New()
-	files, err := filepath.Glob("migrations/*.sql")
+	names, err := fs.Glob(files, "*.sql")
 	require.NoError(t, err)
-	for _, f := range files {
-		text, err := os.ReadFile(f)
+	require.NotEmpty(t, names)
+	for _, n := range names {
+		text, err := fs.ReadFile(files, n)
 		require.NoError(t, err)
-		fmt.Fprintf(h, "%s\x00%s\x00", filepath.Base(f), text)
+		fmt.Fprintf(h, "%s\x00%s\x00", n, text)
 	}
 	return pgtest.TemplateDSN(t, fmt.Sprintf("mylib-migrated-%x", h.Sum(nil)[:8]), func(ctx context.Context, dsn string) error {
-		c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler)))
+		c, err := mylib.New(ctx, append([]mylib.Option{mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 		if err != nil {
 			return err
 		}

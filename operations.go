@@ -140,11 +140,17 @@ func Script(schema string, from int64) (string, error) {
 // too. With such a role, New starts on an up-to-date schema and every method
 // works; on a schema behind the code, New fails with ErrNotMigrated.
 func Grants(schema, role string) ([]string, error) {
+	return grantsFor(schema, role, runtimePrivileges)
+}
+
+// grantsFor is Grants for the given tables' privileges: the domain's, or
+// those of the machinery's tests.
+func grantsFor(schema, role string, tables []grants.Table) ([]string, error) {
 	if err := sqltmpl.ValidateSchema(schema); err != nil {
 		return nil, &publicError{err: fmt.Errorf("Grants: %w", err)}
 	}
 	if role == "" {
 		return nil, fmt.Errorf("%w: Grants: no role given: name the role the application connects as", ErrInvalidConfig)
 	}
-	return grants.Statements(schema, role, migrate.ChecksumTable(moduleName), runtimePrivileges), nil
+	return grants.Statements(schema, role, migrate.ChecksumTable(moduleName), tables), nil
 }

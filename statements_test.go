@@ -2,12 +2,10 @@ package mylib_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,12 +13,14 @@ import (
 
 	"github.com/pgdual/mylib"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 	"github.com/pgdual/mylib/internal/sqltmpl"
 )
 
 // Twenty tenants on a host pool whose connection caches 16 prepared
-// statements: every method works, the library keeps at most three quarters
-// of the cache, and the host's own prepared statement is never evicted.
+// statements: every statement works, the library keeps at most three
+// quarters of the cache, and the host's own prepared statement is never
+// evicted.
 func TestSharedPool_TenantsBeyondTheStatementCache(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -34,10 +34,10 @@ func TestSharedPool_TenantsBeyondTheStatementCache(t *testing.T) {
 	clients := make([]*mylib.Client, tenants)
 	for i := range clients {
 		schema := fmt.Sprintf("tenant_%d", i)
-		c, err := mylib.New(ctx, mylib.WithManager(host{migrating, schema}), mylib.WithLogger(quietLogger()))
+		c, err := mylib.New(ctx, mylib.WithManager(host{migrating, schema}), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 		require.NoError(t, err)
 		c.Close()
-		clients[i], err = mylib.New(ctx, mylib.WithManager(host{pool, schema}))
+		clients[i], err = mylib.New(ctx, mylib.WithManager(host{pool, schema}), mylib.WithProbe)
 		require.NoError(t, err)
 		t.Cleanup(clients[i].Close)
 	}
@@ -45,40 +45,20 @@ func TestSharedPool_TenantsBeyondTheStatementCache(t *testing.T) {
 	var two int
 	require.NoError(t, pool.QueryRow(ctx, hostSQL, 1).Scan(&two))
 
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for round := range 2 {
 		for i, c := range clients {
-			subject := fmt.Sprintf("account:%d", i)
-			_, err := c.Record(ctx, mylib.Event{Actor: "a", Action: "open", Subject: subject, At: at,
-				Data: json.RawMessage(fmt.Sprintf(`{"round": %d}`, round))})
+			key := fmt.Sprintf("account:%d", i)
+			_, err := mylib.ProbeInsert(ctx, c, nil, key)
 			require.NoError(t, err)
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
-			_, err = c.RecordTx(ctx, tx, mylib.Event{Actor: "a", Action: "edit", Subject: subject})
+			_, err = mylib.ProbeInsert(ctx, c, tx, key)
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit(ctx))
-
-			first, err := c.List(ctx, subject, 1, nil)
-			require.NoError(t, err)
-			require.Equal(t, "edit", first.Events[0].Action)
-			rest, err := c.List(ctx, subject, 10, first.Next)
-			require.NoError(t, err)
-			require.Len(t, rest.Events, 2*round+1)
-			n, err := c.Count(ctx, subject)
+			n, err := mylib.ProbeCount(ctx, c, key)
 			require.NoError(t, err)
 			require.EqualValues(t, 2*(round+1), n)
 		}
-	}
-	for _, c := range clients {
-		purged, err := c.Purge(ctx, at.Add(time.Second))
-		require.NoError(t, err)
-		require.EqualValues(t, 2, purged, "the two events at the given time")
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		purged, err = c.PurgeTx(ctx, tx, time.Now().Add(time.Hour))
-		require.NoError(t, err)
-		require.EqualValues(t, 2, purged)
-		require.NoError(t, tx.Commit(ctx))
 	}
 
 	rows, err := pool.Query(ctx, "SELECT statement FROM pg_prepared_statements")
@@ -107,22 +87,22 @@ func TestSharedPool_ClosedTenantsGiveTheirStatementsBack(t *testing.T) {
 		c.ConnConfig.StatementCacheCapacity = 4 // room for 3 of the library's statements
 	})
 	migrating := pgtest.Pool(t, dsn)
-	record := func(schema string) {
-		c, err := mylib.New(ctx, mylib.WithManager(host{migrating, schema}), mylib.WithLogger(quietLogger()))
+	insert := func(schema string) {
+		c, err := mylib.New(ctx, mylib.WithManager(host{migrating, schema}), mylib.WithLogger(quietLogger()), mylib.WithProbe)
 		require.NoError(t, err)
 		c.Close()
-		c, err = mylib.New(ctx, mylib.WithManager(host{pool, schema}))
+		c, err = mylib.New(ctx, mylib.WithManager(host{pool, schema}), mylib.WithProbe)
 		require.NoError(t, err)
 		defer c.Close()
-		_, err = c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
+		_, err = mylib.ProbeInsert(ctx, c, nil, "c")
 		require.NoError(t, err)
 	}
 	for i := range 8 {
-		record(fmt.Sprintf("tenant_%d", i))
+		insert(fmt.Sprintf("tenant_%d", i))
 	}
-	recordSQL, err := sqltmpl.Render("tenant_7", mylib.RecordSQLText)
+	insertSQL, err := sqltmpl.Render("tenant_7", probe.Insert.String())
 	require.NoError(t, err)
 	var prepared int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement = $1`, recordSQL).Scan(&prepared))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement = $1`, insertSQL).Scan(&prepared))
 	require.Equal(t, 1, prepared, "the eighth tenant, opened after seven closed, runs prepared")
 }

@@ -5,9 +5,8 @@
 //	func TestSignup(t *testing.T) {
 //		t.Parallel()
 //		client := mylibtest.New(t, pool) // pool: the host's *pgxpool.Pool for tests
-//		// ... run the host's code with client, then check what it recorded:
-//		n, err := client.Count(t.Context(), "account:42")
-//		...
+//		// ... run the host's code with client, then check with client's
+//		// methods what the library keeps of it.
 //	}
 //
 // Tests running in parallel on one pool never see each other's rows: each

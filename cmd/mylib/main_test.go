@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,15 +72,16 @@ func TestStatusMigrateStatus(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	watch := pgtest.Pool(t, dsn)
 
+	files := migrationFiles(t)
 	r := runCommand(t, dsn, "status", "-schema", "audit")
 	require.Equal(t, exitPending, r.code, r)
-	require.Regexp(t, `(?m)^\s+1\s+00001_events.sql\s+pending\s+-$`, r.stdout)
-	require.Regexp(t, `(?m)^\s+2\s+00002_subjects.sql\s+pending\s+-$`, r.stdout)
+	for _, f := range files {
+		require.Regexp(t, fmt.Sprintf(`(?m)^\s+%d\s+%s\s+pending\s+-$`, versionOf(t, f), regexp.QuoteMeta(f)), r.stdout)
+	}
 	require.Empty(t, namespaces(t, watch, "audit"), "status creates nothing, not even the schema")
 
 	r = runCommand(t, "", "migrate", "-dsn", dsn, "-schema", "audit")
 	require.Equal(t, exitOK, r.code, r)
-	files := migrationFiles(t)
 	want := ""
 	for _, f := range files {
 		want += "applied " + f + "\n"
@@ -89,8 +91,9 @@ func TestStatusMigrateStatus(t *testing.T) {
 
 	r = runCommand(t, dsn, "status", "-schema", "audit")
 	require.Equal(t, exitOK, r.code, r)
-	require.Regexp(t, `(?m)^\s+1\s+00001_events.sql\s+applied\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`, r.stdout)
-	require.Regexp(t, `(?m)^\s+2\s+00002_subjects.sql\s+applied\s+\d{4}-`, r.stdout)
+	for _, f := range files {
+		require.Regexp(t, fmt.Sprintf(`(?m)^\s+%d\s+%s\s+applied\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`, versionOf(t, f), regexp.QuoteMeta(f)), r.stdout)
+	}
 
 	r = runCommand(t, dsn, "migrate", "-schema", "audit")
 	require.Equal(t, exitOK, r.code, r)
@@ -106,22 +109,25 @@ func TestStatusMigrateStatus(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &report), r.stdout)
 	require.Equal(t, "audit", report.Schema)
 	require.Len(t, report.Migrations, len(files))
-	require.Equal(t, mylib.StateApplied, report.Migrations[1].State)
-	require.Equal(t, "00002_subjects.sql", report.Migrations[1].File)
-	require.False(t, report.Migrations[1].AppliedAt.IsZero())
+	last := report.Migrations[len(files)-1]
+	require.Equal(t, mylib.StateApplied, last.State)
+	require.Equal(t, files[len(files)-1], last.File)
+	require.False(t, last.AppliedAt.IsZero())
 }
 
 func TestStatus_DriftIsRefusedWithExit4NamingTheFile(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	require.Equal(t, exitOK, runCommand(t, dsn, "migrate", "-schema", "audit").code)
-	_, err := pgtest.Pool(t, dsn).Exec(t.Context(), "UPDATE audit.mylib_goose_checksums SET checksum = 1 WHERE version_id = 2")
+	files := migrationFiles(t)
+	file := files[len(files)-1]
+	_, err := pgtest.Pool(t, dsn).Exec(t.Context(), "UPDATE audit.mylib_goose_checksums SET checksum = 1 WHERE version_id = $1", versionOf(t, file))
 	require.NoError(t, err)
 
 	r := runCommand(t, dsn, "status", "-schema", "audit")
 	require.Equal(t, exitRefused, r.code, r)
-	require.Regexp(t, `(?m)^\s+2\s+00002_subjects.sql\s+changed\s+`, r.stdout)
-	require.Contains(t, r.errs, "00002_subjects.sql")
+	require.Regexp(t, fmt.Sprintf(`(?m)^\s+%d\s+%s\s+changed\s+`, versionOf(t, file), regexp.QuoteMeta(file)), r.stdout)
+	require.Contains(t, r.errs, file)
 	require.Contains(t, r.errs, "never edit an applied migration")
 
 	r = runCommand(t, dsn, "migrate", "-schema", "audit")
@@ -145,7 +151,7 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	r := runCommand(t, "", "sql", "-schema", "billing")
 	require.Equal(t, exitOK, r.code, r)
 	files := migrationFiles(t)
-	require.Contains(t, r.stdout, fmt.Sprintf(`-- mylib: migrations of schema "billing" above version 0: versions 1 to %d`, len(files)))
+	require.Contains(t, r.stdout, fmt.Sprintf(`-- mylib: migrations of schema "billing" above version 0: versions %d to %d`, versionOf(t, files[0]), versionOf(t, files[len(files)-1])))
 	script := t.TempDir() + "/billing.sql"
 	require.NoError(t, os.WriteFile(script, []byte(r.stdout), 0o644))
 	psqlCtx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -166,8 +172,6 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	defer cancel()
 	c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("billing"), mylib.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err, "New starts while another session holds the migration lock: it does not take it")
-	_, err = c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
-	require.NoError(t, err)
 	c.Close()
 	require.NotContains(t, logs.String(), "applied migrations")
 	migratetest.RequireMigratedOnce(t, watch, "billing", len(files))
@@ -179,10 +183,10 @@ func TestSQL_ScriptThroughPsqlThenNewMigratesNothing(t *testing.T) {
 	// Run again, the script refuses to apply a file twice and changes nothing.
 	out, err = exec.CommandContext(psqlCtx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", script).CombinedOutput()
 	require.Error(t, err)
-	require.Contains(t, string(out), "00001_events.sql (version 1) is already applied to schema billing")
+	require.Contains(t, string(out), fmt.Sprintf("%s (version %d) is already applied to schema billing", files[0], versionOf(t, files[0])))
 	migratetest.RequireMigratedOnce(t, watch, "billing", len(files))
 
-	latest := strconv.Itoa(len(files))
+	latest := strconv.FormatInt(versionOf(t, files[len(files)-1]), 10)
 	r = runCommand(t, "", "sql", "-schema", "billing", "-from", latest)
 	require.Equal(t, exitOK, r.code, r)
 	require.Contains(t, r.stdout, "none; the latest file is version "+latest)
@@ -214,13 +218,11 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 	ctx := t.Context()
 	c, err := mylib.New(ctx, mylib.WithDSN(appDSN), mylib.WithSchema("audit"))
 	require.NoError(t, err, "the runtime role starts on the up-to-date schema")
-	_, err = c.Record(ctx, mylib.Event{Actor: "a", Action: "b", Subject: "c"})
-	require.NoError(t, err)
 	c.Close()
 	appPool := pgtest.Pool(t, appDSN)
 	_, err = appPool.Exec(ctx, "CREATE TABLE audit.sneaky (id int)")
 	require.ErrorContains(t, err, "permission denied", "the runtime role cannot change the schema")
-	_, err = appPool.Exec(ctx, "DROP TABLE audit.events")
+	_, err = appPool.Exec(ctx, "DROP TABLE audit.mylib_goose_checksums")
 	require.ErrorContains(t, err, "must be owner")
 
 	// A later release's migration, applied by the owner: its table is the
@@ -229,7 +231,7 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 	require.NoError(t, err)
 	_, err = set.Up(ctx, admin, "audit", migrate.Config{})
 	require.NoError(t, err)
-	_, err = appPool.Exec(ctx, "INSERT INTO audit.notes (body) VALUES ('hello')")
+	_, err = appPool.Exec(ctx, "INSERT INTO audit.later_release (body) VALUES ('hello')")
 	require.NoError(t, err, "default privileges cover a table a later migration creates")
 	c, err = mylib.New(ctx, mylib.WithDSN(appDSN), mylib.WithSchema("audit"), mylib.WithLogger(slog.New(slog.DiscardHandler)))
 	require.NoError(t, err, "this release's code starts on the newer schema")
@@ -243,17 +245,27 @@ func TestGrant_OwnerMigratesRuntimeRoleRuns(t *testing.T) {
 // laterRelease is the library's migration files plus one more.
 func laterRelease(t *testing.T) fstest.MapFS {
 	files := fstest.MapFS{}
-	for _, name := range migrationFiles(t) {
+	names := migrationFiles(t)
+	for _, name := range names {
 		data, err := os.ReadFile("../../migrations/" + name)
 		require.NoError(t, err)
 		files[name] = &fstest.MapFile{Data: data}
 	}
-	later := fmt.Sprintf("%05d_notes.sql", len(files)+1)
-	files[later] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE {{tables.notes}} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n")}
+	later := fmt.Sprintf("%05d_later_release.sql", versionOf(t, names[len(names)-1])+1)
+	files[later] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE {{tables.later_release}} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n")}
 	return files
 }
 
-// migrationFiles lists the library's migration files, numbered 1 to n.
+// versionOf is a migration file's version, the number its name starts with.
+func versionOf(t *testing.T, file string) int64 {
+	t.Helper()
+	digits, _, _ := strings.Cut(file, "_")
+	v, err := strconv.ParseInt(digits, 10, 64)
+	require.NoError(t, err, file)
+	return v
+}
+
+// migrationFiles lists the library's migration files in version order.
 func migrationFiles(t *testing.T) []string {
 	t.Helper()
 	names, err := filepath.Glob("../../migrations/*.sql")

@@ -10,9 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +29,7 @@ import (
 	"github.com/pgdual/mylib/internal/migrate"
 	"github.com/pgdual/mylib/internal/migratetest"
 	"github.com/pgdual/mylib/internal/pgtest"
+	"github.com/pgdual/mylib/internal/probe"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -113,7 +114,7 @@ func openMember(ctx context.Context, dsn, schema string, hold time.Duration) err
 		c.Close()
 		return nil
 	}
-	fsys := fstest.MapFS{"00001_hold.sql": {Data: []byte(fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}}
+	var fsys fs.FS = fstest.MapFS{"00001_hold.sql": {Data: []byte(fmt.Sprintf("-- +goose Up\nSELECT pg_sleep(%g);\n", hold.Seconds()))}}
 	if files != "" {
 		fsys = fileSets[files]()
 	}
@@ -138,46 +139,27 @@ func openMember(ctx context.Context, dsn, schema string, hold time.Duration) err
 }
 
 // fileSets are the sets of migration files a member can migrate.
-var fileSets = map[string]func() fstest.MapFS{
-	// The library's files and a concurrent index build, which cannot run in
-	// a transaction and waits for every older transaction of the database.
-	"index": func() fstest.MapFS {
-		return withLibrary(map[string]string{"09999_events_actor.sql": "-- +goose NO TRANSACTION\n-- +goose Up\n" +
-			"CREATE INDEX CONCURRENTLY IF NOT EXISTS events_actor ON {{tables.events}} (actor);\n"})
-	},
+var fileSets = map[string]func() fs.FS{
+	// The probe's files, among them a concurrent index build, which cannot
+	// run in a transaction and waits for every older transaction of the
+	// database.
+	"index": func() fs.FS { return probe.Files() },
 	// A slow file in the lock's transaction, then the library's files.
-	"slow": func() fstest.MapFS {
-		return map[string]*fstest.MapFile{
+	"slow": func() fs.FS {
+		return fstest.MapFS{
 			"00001_slow.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\nSELECT pg_sleep(1);\nINSERT INTO {{tables.runs}} VALUES (1);\n")},
 			"00002_more.sql": {Data: []byte("-- +goose Up\nINSERT INTO {{tables.runs}} VALUES (2);\n")},
 		}
 	},
 	// A slow file marked NO TRANSACTION, run under the lease.
-	"slow-notx": func() fstest.MapFS {
-		return map[string]*fstest.MapFile{
+	"slow-notx": func() fs.FS {
+		return fstest.MapFS{
 			"00001_runs.sql": {Data: []byte("-- +goose Up\nCREATE TABLE {{tables.runs}} (mark int);\n")},
 			"00002_slow.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nSELECT pg_sleep(1);\n" +
 				"CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_mark ON {{tables.runs}} (mark);\nINSERT INTO {{tables.runs}} VALUES (2);\n")},
 			"00003_more.sql": {Data: []byte("-- +goose Up\nINSERT INTO {{tables.runs}} VALUES (3);\n")},
 		}
 	},
-}
-
-// withLibrary is the library's migration files and extra ones.
-func withLibrary(extra map[string]string) fstest.MapFS {
-	fsys := fstest.MapFS{}
-	names, _ := filepath.Glob("../../migrations/*.sql")
-	for _, n := range names {
-		data, err := os.ReadFile(n)
-		if err != nil {
-			panic(err)
-		}
-		fsys[filepath.Base(n)] = &fstest.MapFile{Data: data}
-	}
-	for name, text := range extra {
-		fsys[name] = &fstest.MapFile{Data: []byte(text)}
-	}
-	return fsys
 }
 
 // member is a running member process.
@@ -311,10 +293,8 @@ func TestFleet_EightProcessesOnTheirOwnSchemasBehindASmallServerPool(t *testing.
 	for _, size := range []int{1, 2} {
 		for _, files := range []string{"", "index"} {
 			name := fmt.Sprintf("server pool of %d", size)
-			extra := 0
 			if files != "" {
 				name += ", with a concurrent index build"
-				extra = 1
 			}
 			t.Run(name, func(t *testing.T) {
 				dsn := pgtest.DSN(t)
@@ -326,8 +306,12 @@ func TestFleet_EightProcessesOnTheirOwnSchemasBehindASmallServerPool(t *testing.
 				require.Empty(t, fleet.errors, "every Client of the fleet should open")
 				t.Logf("%d processes x %d clients, each process on its own empty schema, through a server pool of %d: %v (slowest New %v)",
 					procs, clients, size, fleet.wall.Round(time.Millisecond), fleet.slowest.Round(time.Millisecond))
+				want := migrationFiles(t)
+				if files != "" {
+					want = migratetest.Files(t, fileSets[files]())
+				}
 				for i := range procs {
-					migratetest.RequireMigratedOnce(t, watch, schema(i), migrationFiles(t)+extra)
+					migratetest.RequireMigratedOnce(t, watch, schema(i), want)
 				}
 				require.Zero(t, migratetest.AdvisoryLocks(t, watch), "no migration lock should be left held")
 			})
@@ -409,7 +393,7 @@ func TestFleet_AFrozenMigratorLosesTheLockWithinTheLease(t *testing.T) {
 				rep := m.report(t)
 				require.Len(t, rep.Clients, 1)
 				require.Contains(t, rep.Clients[0].Error, "migration lock lost", "the frozen migrator, resumed, finds out")
-				migratetest.RequireMigratedOnce(t, watch, "audit", len(fileSets[files]()))
+				migratetest.RequireMigratedOnce(t, watch, "audit", migratetest.Files(t, fileSets[files]()))
 				var marks []int
 				rows, err := watch.Query(t.Context(), "SELECT mark FROM audit.runs ORDER BY mark")
 				require.NoError(t, err)
@@ -437,12 +421,6 @@ WHERE datname = current_database() AND state = 'active' AND query LIKE '%pg_slee
 }
 
 // migrationFiles counts the library's migration files.
-func migrationFiles(t *testing.T) int {
-	t.Helper()
-	files, err := filepath.Glob("../../migrations/*.sql")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	return len(files)
-}
+func migrationFiles(t *testing.T) int { return migratetest.Files(t, os.DirFS("../../migrations")) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -2,11 +2,8 @@ package fleettest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -31,147 +28,6 @@ func (m manager) Pool() *pgxpool.Pool { return m.pool }
 func (m manager) Schema() string      { return m.schema }
 
 var quiet = slog.New(slog.DiscardHandler)
-
-// The query modes a DSN behind PgBouncer before 1.21 must choose from: the
-// library's own queries, migrations included, work in both, directly and
-// through PgBouncer.
-func TestQueryModes_TheLibraryWorksInExecAndSimpleProtocol(t *testing.T) {
-	for _, target := range fleetTargets {
-		for _, mode := range []string{"exec", "simple_protocol"} {
-			t.Run(target.name+"/"+mode, func(t *testing.T) {
-				t.Parallel()
-				dsn := pgtest.SetParam(target.reach(t, pgtest.DSN(t)), "default_query_exec_mode", mode)
-				ctx := t.Context()
-
-				c, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
-				require.NoError(t, err, "New on an empty schema migrates it")
-				defer c.Close()
-				base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-				for i := range 5 {
-					_, err := c.Record(ctx, mylib.Event{Actor: "alice", Action: fmt.Sprintf("edit-%d", i), Subject: "doc:1",
-						Data: json.RawMessage(fmt.Sprintf(`{"n": %d}`, i)), At: base.Add(time.Duration(i) * time.Minute)})
-					require.NoError(t, err)
-				}
-				now, err := c.Record(ctx, mylib.Event{Actor: "bob", Action: "view", Subject: "doc:1"}) // no Data, no time
-				require.NoError(t, err)
-				require.WithinDuration(t, time.Now(), now.At, time.Minute)
-
-				n, err := c.Count(ctx, "doc:1")
-				require.NoError(t, err)
-				require.EqualValues(t, 6, n)
-				var actions []string
-				for p, after := (mylib.Page{}), (*mylib.Cursor)(nil); ; after = p.Next {
-					p, err = c.List(ctx, "doc:1", 4, after)
-					require.NoError(t, err)
-					for _, ev := range p.Events {
-						actions = append(actions, ev.Action)
-					}
-					if p.Next == nil {
-						break
-					}
-				}
-				require.Equal(t, []string{"view", "edit-4", "edit-3", "edit-2", "edit-1", "edit-0"}, actions)
-
-				// A host's transaction, on a pool of its own: the record goes with it.
-				host := pgtest.Pool(t, dsn)
-				for _, commit := range []bool{false, true} {
-					tx, err := host.Begin(ctx)
-					require.NoError(t, err)
-					_, err = c.RecordTx(ctx, tx, mylib.Event{Actor: "host", Action: "debit", Subject: "doc:2"})
-					require.NoError(t, err)
-					if commit {
-						require.NoError(t, tx.Commit(ctx))
-					} else {
-						require.NoError(t, tx.Rollback(ctx))
-					}
-				}
-				n, err = c.Count(ctx, "doc:2")
-				require.NoError(t, err)
-				require.EqualValues(t, 1, n, "the rolled back record is gone, the committed one stays")
-
-				purged, err := c.Purge(ctx, base.Add(150*time.Second))
-				require.NoError(t, err)
-				require.EqualValues(t, 3, purged)
-
-				// Up to date: the fast path, standalone and embedded.
-				again, err := mylib.New(ctx, mylib.WithDSN(dsn), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
-				require.NoError(t, err)
-				again.Close()
-				embedded, err := mylib.New(ctx, mylib.WithManager(manager{host, "tenant"}), mylib.WithLogger(quiet))
-				require.NoError(t, err)
-				embedded.Close()
-				migratetest.RequireMigratedOnce(t, pgtest.Pool(t, dsn), "audit", migrationFiles(t))
-				migratetest.RequireMigratedOnce(t, pgtest.Pool(t, dsn), "tenant", migrationFiles(t))
-			})
-		}
-	}
-}
-
-// A host pool of 16 connections on a server pool of 4: PgBouncer queues the
-// host's transactions, and nothing is lost or fails.
-func TestPgBouncer_WorkloadOnAHostPoolLargerThanTheServerPool(t *testing.T) {
-	t.Parallel()
-	const workers, writes, subjects = 32, 20, 4
-	dsn := pgtest.DSN(t)
-	host := pgtest.Pool(t, viaBouncer(t, dsn, pgtest.BouncerPoolSize(4)), func(c *pgxpool.Config) { c.MaxConns = 16 })
-	ctx := t.Context()
-	c, err := mylib.New(ctx, mylib.WithManager(manager{host, "audit"}), mylib.WithLogger(quiet))
-	require.NoError(t, err)
-	defer c.Close()
-
-	var acked [subjects]atomic.Int64
-	var failures atomic.Int64
-	var firstErr sync.Once
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			fail := func(err error) {
-				failures.Add(1)
-				firstErr.Do(func() { t.Errorf("worker %d: %v", w, err) })
-			}
-			for i := range writes {
-				s := (w + i) % subjects
-				subject := fmt.Sprintf("account:%d", s)
-				if _, err := c.Record(ctx, mylib.Event{Actor: fmt.Sprintf("w%d", w), Action: fmt.Sprintf("op-%d", i), Subject: subject}); err != nil {
-					fail(err)
-					continue
-				}
-				acked[s].Add(1)
-				if _, err := c.List(ctx, subject, 10, nil); err != nil {
-					fail(err)
-				}
-				if _, err := c.Count(ctx, subject); err != nil {
-					fail(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	require.Zero(t, failures.Load(), "no call should fail")
-
-	var total int64
-	for s := range subjects {
-		subject := fmt.Sprintf("account:%d", s)
-		n, err := c.Count(ctx, subject)
-		require.NoError(t, err)
-		require.Equal(t, acked[s].Load(), n, "%s: stored events == acknowledged writes", subject)
-		listed := 0
-		for p, after := (mylib.Page{}), (*mylib.Cursor)(nil); ; after = p.Next {
-			p, err = c.List(ctx, subject, 100, after)
-			require.NoError(t, err)
-			listed += len(p.Events)
-			if p.Next == nil {
-				break
-			}
-		}
-		require.EqualValues(t, n, listed)
-		total += n
-	}
-	require.EqualValues(t, workers*writes, total)
-	var rows int64
-	require.NoError(t, pgtest.Pool(t, dsn).QueryRow(ctx, `SELECT count(*) FROM audit.events`).Scan(&rows))
-	require.Equal(t, total, rows)
-}
 
 // A host that ends idle transactions quickly (idle_in_transaction_session_timeout
 // = 200ms) does not end the migration lock's transaction, idle by design

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -66,7 +67,8 @@ func Write(dir, module string, libs ...Library) error {
 	}
 	b.WriteString(")\n\n")
 	for _, l := range libs {
-		fmt.Fprintf(&b, "replace %s => %s\n", l.Path, l.Dir)
+		// Quoted: a directory's name may hold what go.mod reads as syntax (a comma, a space).
+		fmt.Fprintf(&b, "replace %s => %s\n", l.Path, strconv.Quote(l.Dir))
 	}
 	// The libraries' requirements, so that graph pruning holds (see the
 	// package comment).

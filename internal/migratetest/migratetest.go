@@ -6,6 +6,7 @@ package migratetest
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,16 @@ EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = to_regclass($1))
 	return *holder
 }
 
+// Files counts the migration files (*.sql) at the root of fsys, such as the
+// library's: os.DirFS of its migrations directory.
+func Files(t testing.TB, fsys fs.FS) int {
+	t.Helper()
+	names, err := fs.Glob(fsys, "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	return len(names)
+}
+
 // RequireMigratedOnce checks what a user would: every one of files applied,
 // none of them twice, and a checksum recorded for each.
 func RequireMigratedOnce(t testing.TB, pool *pgxpool.Pool, schema string, files int) {
@@ -140,14 +151,16 @@ WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(
 }
 
 // RequireNothingMigrated checks that no migration of schema was kept: no
-// version recorded, none of the first migration's tables.
+// version recorded, and no table in it but the migrations' own bookkeeping.
 func RequireNothingMigrated(t testing.TB, watch *pgxpool.Pool, schema string) {
 	t.Helper()
 	var versions int
-	var events bool
+	var tables []string
 	require.NoError(t, watch.QueryRow(t.Context(), fmt.Sprintf(
-		"SELECT (SELECT count(*) FROM %s WHERE version_id > 0), to_regclass($1) IS NOT NULL",
-		pgx.Identifier{schema, migrate.VersionTable(Module)}.Sanitize()), schema+".events").Scan(&versions, &events))
+		`SELECT (SELECT count(*) FROM %s WHERE version_id > 0),
+	(SELECT coalesce(array_agg(tablename::text ORDER BY tablename), '{}') FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename <> ALL($2))`,
+		pgx.Identifier{schema, migrate.VersionTable(Module)}.Sanitize()), schema,
+		[]string{migrate.VersionTable(Module), migrate.ChecksumTable(Module), migrate.LeaseTable(Module)}).Scan(&versions, &tables))
 	require.Zero(t, versions, "no version should be recorded")
-	require.False(t, events, "the table of the migration in flight should not exist")
+	require.Empty(t, tables, "no table of the migration in flight should exist")
 }

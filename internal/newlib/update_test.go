@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,10 @@ type history struct {
 	library       string // its repository, at the commit that made it
 	regenerated   sync.Map
 	tmp           string // for the copies made again, which the subtests share
+	// domain is a file of the example domain in the root package;
+	// migration, one more migration file. The template changes both in its
+	// second commit.
+	domain, migration string
 }
 
 // newHistory builds the template's history: the template as it is, then a
@@ -58,28 +63,40 @@ func newHistory(t *testing.T) *history {
 	})
 	writeText(t, h.repo, "internal/redact/mask.go", "package redact\n\nimport \"strings\"\n\n// Masked reports whether msg holds the mask that String puts in place of a secret.\nfunc Masked(msg string) bool { return strings.Contains(msg, mask) }\n")
 	gitIn(t, h.repo, "mv", "internal/proc/dir.go", "internal/proc/directory.go")
-	writeText(t, h.repo, "migrations/00004_notes.sql", "-- +goose Up\nCREATE TABLE {{tables.notes}} (id bigint PRIMARY KEY);\n")
-	edit(t, h.repo, "audit.go", func(s string) string { return s + "\n// The template's own domain changed.\n" })
+	for _, f := range domainFiles(t, h.repo) {
+		if !strings.Contains(f, "/") && h.domain == "" {
+			h.domain = f
+		}
+	}
+	require.NotEmpty(t, h.domain, "the template has an example domain")
+	h.migration = nextMigration(t, h.repo, "update_notes")
+	writeText(t, h.repo, h.migration, "-- +goose Up\nCREATE TABLE {{tables.update_notes}} (id bigint PRIMARY KEY);\n")
+	edit(t, h.repo, h.domain, func(s string) string { return s + "\n// The template's own domain changed.\n" })
 	commitAll(t, h.repo, "A fix to the machinery, and a change to the example domain")
 	h.second = versionOf(h.repo, templatePath(t)).Version
 	return h
 }
 
 // clone returns a work tree of the library's repository, given the commit
-// of a domain of its own when domain is true: a migration, a method and a
-// line of its README.
+// of a domain of its own when domain is true: a migration (numbered as the
+// template's new one), a method and a line of its README.
 func (h *history) clone(t *testing.T, domain bool) string {
 	dir := filepath.Join(t.TempDir(), h.name)
 	gitIn(t, t.TempDir(), "clone", "-q", h.library, dir)
 	if domain {
-		writeText(t, dir, "migrations/00004_comment.sql", "-- +goose Up\nCOMMENT ON TABLE {{tables.events}} IS 'what the library recorded';\n")
-		edit(t, dir, "audit.go", func(s string) string {
+		writeText(t, dir, h.ownMigration(), "-- +goose Up\nCREATE TABLE {{tables.update_comments}} (id bigint PRIMARY KEY);\n")
+		edit(t, dir, h.domain, func(s string) string {
 			return s + "\n// Describe says where the library keeps its tables.\nfunc (c *Client) Describe() string { return \"tables in \" + c.Schema() }\n"
 		})
 		edit(t, dir, "README.md", func(s string) string { return s + "\nA line of the library's own.\n" })
 		commitAll(t, dir, "A domain of its own")
 	}
 	return dir
+}
+
+// ownMigration is the name of the migration the library adds to its domain.
+func (h *history) ownMigration() string {
+	return strings.Replace(h.migration, "_update_notes.sql", "_update_comments.sql", 1)
 }
 
 // updater returns an updater of the library in dir, whose go commands test on
@@ -161,7 +178,7 @@ func TestUpdate(t *testing.T) {
 			"  added        internal/redact/mask.go\n",
 			"  updated      internal/redact/redact.go\n",
 			"2 updated, 1 added, 0 removed, 0 conflicted.\n",
-			"the template changed audit.go, migrations/00004_notes.sql.\n",
+			"the template changed " + strings.Join(slices.Sorted(slices.Values([]string{h.domain, h.migration})), ", ") + ".\n",
 			"go vet ./...: ok\n",
 		} {
 			require.Contains(t, out.String(), want)
@@ -177,8 +194,8 @@ func TestUpdate(t *testing.T) {
 				require.Equal(t, string(before[p].data), string(after[p].data), "the library's own %s, byte for byte", p)
 			}
 		}
-		require.NotContains(t, after, "migrations/00004_notes.sql", "the template's domain stays the template's")
-		require.Contains(t, after, "migrations/00004_comment.sql")
+		require.NotContains(t, after, h.migration, "the template's domain stays the template's")
+		require.Contains(t, after, h.ownMigration())
 
 		fresh := filepath.Join(t.TempDir(), h.name)
 		_, err = generate(h.repo, h.module, fresh)
@@ -235,13 +252,13 @@ func TestUpdate(t *testing.T) {
 	t.Run("a dirty tree is refused", func(t *testing.T) {
 		t.Parallel()
 		dir := h.clone(t, false)
-		edit(t, dir, "audit.go", func(s string) string { return s + "\n// Not committed.\n" })
+		edit(t, dir, h.domain, func(s string) string { return s + "\n// Not committed.\n" })
 		writeText(t, dir, "notes.txt", "not tracked\n")
 		var out bytes.Buffer
 		err := run([]string{"update", "-template", h.repo, dir}, &out, &out)
-		require.ErrorContains(t, err, "has changes that are not committed (audit.go, notes.txt): commit or stash them first")
+		require.ErrorContains(t, err, "has changes that are not committed ("+h.domain+", notes.txt): commit or stash them first")
 		require.Empty(t, out.String())
-		require.Equal(t, " M audit.go\n?? notes.txt\n", gitIn(t, dir, "status", "--porcelain"), "nothing else changed")
+		require.Equal(t, " M "+h.domain+"\n?? notes.txt\n", gitIn(t, dir, "status", "--porcelain"), "nothing else changed")
 		requireOrigin(t, dir, h, h.first)
 	})
 

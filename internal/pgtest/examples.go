@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"testing"
 )
 
 // MainWithDatabase is Main for a package whose runnable examples need a
 // database: examples get no *testing.T, so before the tests run it creates an
 // empty database, sets the environment variable env to its DSN for the
 // examples to read, and drops the database after the tests. Without a server
-// it says why on stderr and, under CI=true, fails the run.
-func MainWithDatabase(m *testing.M, env string) int {
+// it says why on stderr and, under CI=true, fails the run. m is TestMain's
+// *testing.M, or what runs it.
+func MainWithDatabase(m interface{ Run() int }, env string) int {
 	mainCalled.Store(true)
 	drop, err := exampleDatabase(env)
 	if err != nil {
