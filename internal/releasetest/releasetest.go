@@ -10,6 +10,9 @@
 // have it, so that they share the build cache with the test run.
 package releasetest
 
+// The library's own (newlib.manifest): the example domain's release tests,
+// which a library made from the template writes for its own domain.
+
 import (
 	"bytes"
 	"context"

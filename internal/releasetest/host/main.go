@@ -11,6 +11,9 @@
 // to standard error. It exits 1 when New fails, 2 on bad usage.
 package main
 
+// The library's own (newlib.manifest): the example domain's release tests,
+// which a library made from the template writes for its own domain.
+
 import (
 	"context"
 	"encoding/json"

@@ -4,6 +4,9 @@
 // keeping the events that no purge may delete, to be looked for afterwards.
 package traffic
 
+// The library's own (newlib.manifest): the example domain's release tests,
+// which a library made from the template writes for its own domain.
+
 import (
 	"context"
 	"fmt"
