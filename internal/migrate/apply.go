@@ -317,6 +317,14 @@ func (r *holder) takeLease(ctx context.Context, f *file) (*pause, error) {
 	return nil, nil
 }
 
+// checkClient makes the server check every second, while a statement runs,
+// that the client is still there: a statement of a migrator that died stops
+// within a second, so that the lease it held can be taken over (see lock.go).
+const checkClient = "SET client_connection_check_interval = 1000"
+
+// resetSession undoes what execLeased set for the session.
+const resetSession = "RESET lock_timeout; RESET client_connection_check_interval"
+
 // execLeased runs a statement of a file marked NO TRANSACTION under the
 // lease: it renews the lease, then runs the statement with the lease's tag.
 // A statement that can run in a transaction runs in one of its own, with the
@@ -327,7 +335,7 @@ func (r *holder) execLeased(ctx context.Context, stmt string) error {
 	renew := r.leaseSQL.renew(*r.lease, r.cfg.Lease)
 	concurrent := concurrentIndexOp(stmt)
 	if concurrent {
-		renew += "; SET lock_timeout = 0"
+		renew += "; SET lock_timeout = 0; " + checkClient
 		r.dirty = true
 	}
 	results, err := r.h.pg().Exec(ctx, renew).ReadAll()
@@ -343,11 +351,11 @@ func (r *holder) execLeased(ctx context.Context, stmt string) error {
 		return err
 	}
 	timeout := strconv.FormatInt(r.cfg.LockTimeout.Milliseconds(), 10)
-	_, err = r.h.pg().Exec(ctx, tag+"SET LOCAL lock_timeout = "+timeout+";\n"+stmt).ReadAll()
+	_, err = r.h.pg().Exec(ctx, tag+"SET LOCAL lock_timeout = "+timeout+"; SET LOCAL "+checkClient[len("SET "):]+";\n"+stmt).ReadAll()
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "25001" {
 		// It cannot run in a transaction block: alone, then.
 		r.dirty = true
-		_, err = r.h.pg().Exec(ctx, "SET lock_timeout = "+timeout+";\n"+tag+stmt).ReadAll()
+		_, err = r.h.pg().Exec(ctx, "SET lock_timeout = "+timeout+"; "+checkClient+";\n"+tag+stmt).ReadAll()
 	}
 	return err
 }
@@ -358,7 +366,7 @@ func (r *holder) execLeased(ctx context.Context, stmt string) error {
 // a moment only: the wait for it is bounded. The lease is gone if another
 // migrator took it over.
 func (r *holder) reclaim(ctx context.Context) error {
-	sql := "RESET lock_timeout; " + r.h.lock.begin(r.h.pg(), true) + ";\n" + r.leaseSQL.end(*r.lease) + ";\n" + r.sf.invalidSQL
+	sql := resetSession + "; " + r.h.lock.begin(r.h.pg(), true) + ";\n" + r.leaseSQL.end(*r.lease) + ";\n" + r.sf.invalidSQL
 	results, err := r.h.pg().Exec(ctx, sql).ReadAll()
 	r.dirty = false
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "55P03" {
@@ -381,9 +389,11 @@ func (r *holder) reclaim(ctx context.Context) error {
 // release ends the lock's transaction or the lease, and returns the
 // connection to the pool as it was lent.
 func (r *holder) release(ctx context.Context) {
-	if (r.lease != nil || r.dirty) && !r.h.pg().IsClosed() {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		sql := "RESET lock_timeout"
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	switch {
+	case (r.lease != nil || r.dirty) && !r.h.pg().IsClosed():
+		sql := resetSession
 		if r.h.pg().TxStatus() != 'I' {
 			sql = "ROLLBACK; " + sql // a failed attempt to take the lock back
 		}
@@ -391,7 +401,15 @@ func (r *holder) release(ctx context.Context) {
 			sql += "; " + r.leaseSQL.end(*r.lease) // so that no one waits for it to expire
 		}
 		_, _ = r.h.pg().Exec(c, sql).ReadAll()
-		cancel()
+	case r.lease != nil:
+		// The connection is gone (the caller's deadline closes it), and
+		// its last statement may still run on the server for a moment: let
+		// the lease lapse now, on another connection once this one is
+		// given back, so that the next migrator takes it over as soon as
+		// that statement ends, rather than when the lease expires.
+		_ = r.h.release(ctx)
+		_, _ = r.h.lock.pool.Exec(c, r.leaseSQL.lapse(*r.lease))
+		return
 	}
 	_ = r.h.release(ctx)
 }

@@ -80,6 +80,11 @@ func (s leaseSQL) renew(l lease, ttl time.Duration) string {
 		s.table, interval(ttl), l.token)
 }
 
+// lapse makes the lease expire now, for a holder whose connection is gone.
+func (s leaseSQL) lapse(l lease) string {
+	return fmt.Sprintf("UPDATE %s SET expires_at = pg_catalog.clock_timestamp() WHERE id = 1 AND token = %d", s.table, l.token)
+}
+
 // end gives the lease back, in the lock's transaction or on its own.
 func (s leaseSQL) end(l lease) string {
 	return fmt.Sprintf("DELETE FROM %s WHERE id = 1 AND token = %d", s.table, l.token)

@@ -339,3 +339,31 @@ func TestUp_ADeadlockGivesWayAndTheFileIsTriedAgain(t *testing.T) {
 	require.Equal(t, []string{"00002_both.sql"}, res.Applied)
 	require.Equal(t, []int64{1, 2}, r.versions())
 }
+
+// A migrator whose deadline ends it under the lease, mid-statement, loses
+// its connection, and its statement stops on the server within a second: it
+// lets the lease lapse on its way out, so the next migrator takes over then,
+// not when the lease would have expired (15 s).
+func TestUp_ADeadlineUnderTheLeaseLetsItLapse(t *testing.T) {
+	t.Parallel()
+	r := newRun(t)
+	files := runsFiles("SELECT pg_sleep(30);\nINSERT INTO {{tables.runs}} VALUES (2);\n")
+	m, err := Load(module, files)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = m.Up(ctx, r.pool, "lib", Config{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	fixed := runsFiles("INSERT INTO {{tables.runs}} VALUES (2);\n") // a file not yet applied may change
+	again, err := Load(module, fixed)
+	require.NoError(t, err)
+	start := time.Now()
+	res, err := again.Up(context.Background(), r.pool, "lib", Config{})
+	took := time.Since(start)
+	require.NoError(t, err)
+	t.Logf("the next migrator took over after %v", took)
+	require.Less(t, took, DefaultLease/2, "the lease lapsed with its holder's statement")
+	require.Equal(t, []string{"00002_notx.sql", "00003_c.sql"}, res.Applied)
+	require.Equal(t, []int{2}, r.marks())
+}
