@@ -140,27 +140,26 @@ func Load(module string, fsys fs.FS) (*Migrations, error) {
 }
 
 // digest is what the fast path's query answers for a checksum table that
-// holds st: the number of rows, the highest version, and the sum of each
-// checksum times its version. An applied file missing, an unknown one, an
-// edited one or two swapped ones change it.
+// holds st: the number of rows, and the sum of each checksum hashed with its
+// version as the seed (hashint8extended, PostgreSQL's own, in hash.go). An
+// applied file missing, an unknown one, an edited one or two swapped ones
+// change it, but for a chance of about 2^-32.
 func (st state) digest() string {
-	var top int64
 	sum := new(big.Int)
 	for v, c := range st {
-		top = max(top, v)
-		sum.Add(sum, new(big.Int).Mul(big.NewInt(c), big.NewInt(v)))
+		sum.Add(sum, big.NewInt(hashint8extended(c, v)))
 	}
-	return strconv.Itoa(len(st)) + "," + strconv.FormatInt(top, 10) + "," + sum.String()
+	return strconv.Itoa(len(st)) + "," + sum.String()
 }
 
 // current reports whether a reply to the fast path's query says every file
 // is applied, unchanged, and nothing else.
 func (m *Migrations) current(res *pgconn.Result) bool {
-	if res == nil || res.Err != nil || len(res.Rows) != 1 || len(res.Rows[0]) != 3 {
+	if res == nil || res.Err != nil || len(res.Rows) != 1 || len(res.Rows[0]) != 2 {
 		return false
 	}
 	row := res.Rows[0]
-	return string(row[0])+","+string(row[1])+","+string(row[2]) == m.digest
+	return string(row[0])+","+string(row[1]) == m.digest
 }
 
 // VersionTable is the goose version table of the library named module.
@@ -209,9 +208,11 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 		versionTable: schema + "." + m.versionTable,
 		sums:         sums,
 		leaseTable:   pgx.Identifier{schema, LeaseTable(m.module)}.Sanitize(),
-		// One row, however many files: compared with m.digest.
-		fastSQL: `SELECT pg_catalog.count(*)::text, coalesce(pg_catalog.max(version_id), 0)::text,
-	coalesce(pg_catalog.sum(checksum::numeric * version_id), 0)::text FROM ` + sums,
+		// One row, however many files: compared with m.digest. One
+		// function besides the aggregates: a start runs it on a new
+		// connection, whose server process looks up every function a query
+		// names (a pairing built of shifts and XORs cost 0.14 ms more).
+		fastSQL:    `SELECT pg_catalog.count(*), pg_catalog.sum(pg_catalog.hashint8extended(checksum, version_id)) FROM ` + sums,
 		appliedSQL: `SELECT version_id, checksum FROM ` + sums,
 		invalidSQL: `SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
 WHERE NOT i.indisvalid AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `)
@@ -304,10 +305,11 @@ func (m *Migrations) Up(ctx context.Context, pool *pgxpool.Pool, schema string, 
 	// warning. Anything else, a version goose applied but not yet recorded
 	// included, takes the locked path, which reads goose's own table.
 	var fast plan
-	var count, top, sum string
-	err = pool.QueryRow(ctx, sf.fastSQL, pgx.QueryExecModeSimpleProtocol).Scan(&count, &top, &sum)
+	var count string
+	var sum *string // NULL when the table is empty
+	err = pool.QueryRow(ctx, sf.fastSQL, pgx.QueryExecModeSimpleProtocol).Scan(&count, &sum)
 	switch {
-	case err == nil && count+","+top+","+sum == m.digest:
+	case err == nil && sum != nil && count+","+*sum == m.digest:
 		return Result{Version: m.Latest()}, nil
 	case err == nil:
 		st, err := m.query(ctx, pool, sf.appliedSQL)
