@@ -357,7 +357,7 @@ func TestCopy(t *testing.T) {
 		// tests are the template's own code under a new import path, and
 		// running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",
-			".", "./internal/migrate", "./internal/sqltmpl", "./cmd/...")
+			".", "./internal/migrate", "./internal/sqltmpl", "./cmd/...", "./examples/...")
 	})
 
 	t.Run("can be copied again", func(t *testing.T) {
