@@ -353,7 +353,8 @@ func TestCopy(t *testing.T) {
 		t.Parallel()
 		// The copy's tests make their databases on this test's server; go vet
 		// has run already. The packages whose code the renaming touches: the
-		// library, its migrations and its SQL. The test harness and the fleet
+		// library, its migrations and its SQL, its command and its demo. The
+		// test harness and the fleet
 		// tests are the template's own code under a new import path, and
 		// running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",

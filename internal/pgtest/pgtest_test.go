@@ -376,3 +376,12 @@ func TestCatalog_SeesEveryChangeAndItsUndoing(t *testing.T) {
 	exec("ALTER DATABASE " + pgx.Identifier{db}.Sanitize() + " SET work_mem = '5MB'")
 	require.Equal(t, []string{"+ settings of every role {work_mem=5MB}"}, CatalogChanges(before, Catalog(t, dsn)))
 }
+
+// The tests run on a server the library supports. The line this logs (with
+// go test -v) is how .ci/run tells which server each of its passes used.
+func TestServer_IsASupportedVersion(t *testing.T) {
+	var version string
+	require.NoError(t, server(t).admin.QueryRow(t.Context(), "SELECT current_setting('server_version')").Scan(&version))
+	t.Logf("the tests' server: PostgreSQL %s", version)
+	require.GreaterOrEqual(t, server(t).version, 150000, "PostgreSQL %s: the library supports 15 and later", version)
+}
