@@ -238,6 +238,10 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 			require.ErrorContains(t, err, "migration lock lost")
 			require.Less(t, failedAfter, 5*time.Second, "the heartbeat should notice within about a second")
 			migratetest.RequireNothingMigrated(t, watch, "audit")
+			// The terminated backend holds the lock until it has exited, a
+			// moment after its client saw the error; start again once it has.
+			require.Eventually(t, func() bool { return migratetest.AdvisoryLocks(t, watch) == 0 }, 10*time.Second, 10*time.Millisecond,
+				"the terminated backend's lock should go with it")
 
 			c, err := mylib.New(t.Context(), mylib.WithDSN(reach), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
 			require.NoError(t, err, "the next start migrates")
