@@ -287,7 +287,8 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&holder))
 				return holder != nil && sleeping(t, watch)
 			}, 10*time.Second, 5*time.Millisecond, "the first migrator should be inside the lock, migrating")
-			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", *holder)
+			// Returns once the backend has exited, and its lock with it.
+			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1, 10000)", *holder)
 			require.NoError(t, err)
 			second := up() // takes the freed lock while the first's migration is still running
 

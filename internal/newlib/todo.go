@@ -20,7 +20,7 @@ const (
 // steps lists what the new library still has to do by hand, in Markdown.
 func (c *copied) steps() (replace []string, keep, never string) {
 	if len(c.todo.domain) > 0 {
-		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types and methods; `go vet ./...` then points at the tests, examples and command that used it: rewrite them for your domain.",
+		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types and methods; `go vet ./...` then points at the tests, examples, demo and command that used it: rewrite them for your domain.",
 			codeList(c.todo.domain)))
 	}
 	if c.todo.migrations {
