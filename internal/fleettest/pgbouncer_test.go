@@ -274,7 +274,9 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 				result := make(chan error, 1)
 				pool := pgtest.Pool(t, reach)
 				go func() {
-					_, err := set.Up(context.Background(), pool, "audit", quiet)
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					_, err := set.Up(ctx, pool, "audit", quiet)
 					result <- err
 				}()
 				return result
