@@ -69,9 +69,9 @@ func (s *Server) StartStandby(ctx context.Context, opts ...Option) (*Server, err
 	return standby, nil
 }
 
-// copyOf fills the standby's data directory with an online copy of primary's, made on conn, and the
+// copyOf fills s's data directory with an online copy of primary's, made on conn, and the
 // settings that make it a standby that streams from primary through slot.
-func (standby *Server) copyOf(ctx context.Context, primary *Server, conn *pgx.Conn, slot string) error {
+func (s *Server) copyOf(ctx context.Context, primary *Server, conn *pgx.Conn, slot string) error {
 	// Reserved now, before the backup's checkpoint: the primary keeps every WAL file the copy needs.
 	if _, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", slot); err != nil {
 		return fmt.Errorf("pgtemp: StartStandby: create a replication slot on the primary: %w", err)
@@ -81,7 +81,7 @@ func (standby *Server) copyOf(ctx context.Context, primary *Server, conn *pgx.Co
 	if _, err := conn.Exec(ctx, "SELECT pg_backup_start('pgtemp standby', fast => true)"); err != nil {
 		return fmt.Errorf("pgtemp: StartStandby: pg_backup_start on the primary: %w", err)
 	}
-	copyErr := copyTree(primary.dataDir, standby.dataDir, notInBackup)
+	copyErr := copyTree(primary.dataDir, s.dataDir, notInBackup)
 	var label, spcmap string
 	err := conn.QueryRow(ctx, "SELECT labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)").Scan(&label, &spcmap)
 	if copyErr != nil {
@@ -91,21 +91,19 @@ func (standby *Server) copyOf(ctx context.Context, primary *Server, conn *pgx.Co
 		return fmt.Errorf("pgtemp: StartStandby: pg_backup_stop on the primary: %w", err)
 	}
 	conninfo := fmt.Sprintf("host=%s port=%d user=postgres application_name=%s",
-		conninfoValue(primary.sockDir), primary.port, conninfoValue(filepath.Base(standby.dir)))
-	files := map[string]string{
-		"backup_label":   label,
-		"tablespace_map": spcmap,
-		"standby.signal": "",
+		conninfoValue(primary.sockDir), primary.port, conninfoValue(filepath.Base(s.dir)))
+	// The label tells the copy where its recovery starts; the map, written only when the primary has
+	// tablespaces, where they are; standby.signal makes it a standby.
+	files := [][2]string{{"backup_label", label}, {"standby.signal", ""}}
+	if spcmap != "" {
+		files = append(files, [2]string{"tablespace_map", spcmap})
 	}
-	for name, content := range files {
-		if name == "tablespace_map" && content == "" {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(standby.dataDir, name), []byte(content), 0o600); err != nil {
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(s.dataDir, f[0]), []byte(f[1]), 0o600); err != nil {
 			return fmt.Errorf("pgtemp: StartStandby: %w", err)
 		}
 	}
-	auto, err := os.OpenFile(filepath.Join(standby.dataDir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	auto, err := os.OpenFile(filepath.Join(s.dataDir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("pgtemp: StartStandby: %w", err)
 	}
@@ -113,7 +111,7 @@ func (standby *Server) copyOf(ctx context.Context, primary *Server, conn *pgx.Co
 	if err = errors.Join(err, auto.Close()); err != nil {
 		return fmt.Errorf("pgtemp: StartStandby: %w", err)
 	}
-	return wrap(standby.user.Own(standby.dataDir))
+	return wrap(s.user.Own(s.dataDir))
 }
 
 // Left out of a copy of a running server's data directory, as pg_basebackup leaves them out: the
