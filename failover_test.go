@@ -160,8 +160,8 @@ func TestNew_OnAHotStandby(t *testing.T) {
 }
 
 // awaitReplay waits until the standby has replayed what the test depends on:
-// query, run on the standby, returns true. pgtemp commits asynchronously, so
-// a commit the primary acknowledged may reach the standby a little later.
+// query, run on the standby, returns true. Replication is asynchronous, so a
+// commit the primary acknowledged reaches the standby a little later.
 func awaitReplay(t *testing.T, standby *pgxpool.Pool, what, query string) {
 	t.Helper()
 	require.Eventually(t, func() bool {

@@ -1,8 +1,7 @@
 // Command mylib operates the library from outside an application: a deploy
 // step migrates a schema with its owner's role, an operator sees where a
 // schema stands or the SQL it would get, a runtime role is given what the
-// application needs and nothing more. With no command it runs the demo.
-// Its commands:
+// application needs and nothing more. Its commands:
 //
 //	migrate [-dsn DSN] [-schema NAME] [-to V]    bring the schema up to date, or to version V (down through
 //	                                             the files' Down sections); print what was applied or undone
@@ -10,13 +9,16 @@
 //	                                             and per invalid index
 //	sql     [-schema NAME] [-from VERSION]       print a psql script for the files above VERSION
 //	grant   [-dsn DSN] [-schema NAME] -role ROLE give ROLE what the library needs at run time
-//	demo    [-dsn DSN]                           run the library end to end (a throwaway server without -dsn)
 //
 // -dsn defaults to $DATABASE_URL, -schema to the library's default schema.
 // Exit codes: 0 done, or up to date; 1 an error; 2 bad usage; 3 (status)
 // migrations are pending; 4 (status) refused: an applied file changed, a
 // file is numbered below the applied version, or an applied version has no
 // file. status and sql change nothing in the database and take no lock.
+//
+// With no command it prints this usage and touches nothing. The demo that
+// runs the library end to end is a program of its own (examples/demo), so
+// that this command, which deploy steps install, carries no test server.
 package main
 
 import (
@@ -58,7 +60,6 @@ var commands = []command{
 	{"status", "[-dsn DSN] [-schema NAME] [-json]", "one line per migration file: version, file, applied | pending | changed, when applied", statusCmd},
 	{"sql", "[-schema NAME] [-from VERSION]", "print a psql script for the files above VERSION (default 0)", sqlCmd},
 	{"grant", "[-dsn DSN] [-schema NAME] -role ROLE", "give ROLE what the library needs at run time, print the statements", grantCmd},
-	{"demo", "[-dsn DSN] [-v]", "run the library end to end (on a throwaway server without -dsn)", demoCmd},
 }
 
 // run runs the command line args and returns the exit code.
@@ -67,9 +68,15 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 		usage(errOut)
 		return exitOK
 	}
-	name := "demo" // also what the command alone runs, flags included
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(errOut, "%s: no command\n\n", progName)
+		usage(errOut)
+		return exitUsage
+	}
+	name, args := args[0], args[1:]
+	if name == "demo" {
+		fmt.Fprintf(errOut, "%s: the demo is a program of its own, which never touches $DATABASE_URL: %s\n", progName, demoCommand)
+		return exitUsage
 	}
 	for _, c := range commands {
 		if c.name != name {
@@ -104,6 +111,9 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 // progName is the command's name: the library's.
 const progName = "mylib"
 
+// demoCommand runs the demo, from a clone of the repository or from anywhere.
+const demoCommand = "go run ./examples/demo (in a clone), or go run github.com/pgdual/mylib/examples/demo@latest"
+
 const exitCodes = `exit codes: 0 done or up to date; 1 error; 2 bad usage; 3 (status) migrations pending;
 4 (status) refused: an applied file changed, a file out of order, or an applied version with no file`
 
@@ -114,4 +124,5 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n-dsn defaults to $DATABASE_URL; -schema to %q. Run %s <command> -h for a command's flags.\n%s\n",
 		defaultSchema, progName, exitCodes)
+	fmt.Fprintf(w, "\nThe library end to end, on a throwaway server: %s\n", demoCommand)
 }

@@ -317,3 +317,33 @@ func namespaces(t *testing.T, pool *pgxpool.Pool, names ...string) []string {
 	require.NoError(t, err)
 	return found
 }
+
+// The command alone, or the demo's old name, prints what to run and touches
+// no database, not even the one $DATABASE_URL names.
+func TestNoCommandAndDemo_TouchNoDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	before := pgtest.Catalog(t, dsn)
+	for _, args := range [][]string{nil, {"demo"}, {"-v"}} {
+		r := runCommand(t, dsn, args...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r)
+		require.Contains(t, r.errs, "go run ./examples/demo", args)
+		require.Empty(t, r.stdout, args)
+	}
+	require.Empty(t, pgtest.CatalogChanges(before, pgtest.Catalog(t, dsn)))
+}
+
+// The command a deploy step installs links no test harness: no throwaway
+// server, no process supervision, no Docker client.
+func TestDeployCommand_CarriesNoTestServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, "go list -deps:\n%s", out)
+	deps := strings.Fields(string(out))
+	require.Contains(t, deps, "github.com/jackc/pgx/v5", "the dependency list is what go list printed")
+	for _, dep := range deps {
+		require.NotRegexp(t, `/internal/(pgtemp|pgtest|proc)$|dockertest`, dep)
+	}
+}

@@ -250,16 +250,3 @@ func execAll(ctx context.Context, dsn string, stmts []string) error {
 		return nil
 	})
 }
-
-func demoCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
-	dsn := fs.String("dsn", "", "PostgreSQL DSN (default $DATABASE_URL); neither starts a throwaway server")
-	verbose := fs.Bool("v", false, "show the library's log lines")
-	return func(ctx context.Context, out, errOut io.Writer) int {
-		*dsn = dsnOrEnv(*dsn)
-		if err := demo(ctx, out, *dsn, *verbose); err != nil {
-			fmt.Fprintf(errOut, "%s: %v\n", progName, redact.Error(err, redact.Secrets(*dsn)...))
-			return exitError
-		}
-		return exitOK
-	}
-}

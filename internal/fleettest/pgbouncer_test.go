@@ -94,6 +94,10 @@ func TestMigrationLock_LostMidMigrationFailsNewAndKeepsNothing(t *testing.T) {
 			require.ErrorContains(t, err, "migration lock lost")
 			require.Less(t, failedAfter, 5*time.Second, "the heartbeat should notice within about a second")
 			migratetest.RequireNothingMigrated(t, watch, "audit")
+			// The terminated backend holds the lock until it has exited, a
+			// moment after its client saw the error; start again once it has.
+			require.Eventually(t, func() bool { return migratetest.AdvisoryLocks(t, watch) == 0 }, 10*time.Second, 10*time.Millisecond,
+				"the terminated backend's lock should go with it")
 
 			c, err := mylib.New(t.Context(), mylib.WithDSN(reach), mylib.WithSchema("audit"), mylib.WithLogger(quiet))
 			require.NoError(t, err, "the next start migrates")
@@ -126,7 +130,9 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 				result := make(chan error, 1)
 				pool := pgtest.Pool(t, reach)
 				go func() {
-					_, err := set.Up(context.Background(), pool, "audit", migrate.Config{Log: quiet})
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					_, err := set.Up(ctx, pool, "audit", migrate.Config{Log: quiet})
 					result <- err
 				}()
 				return result
@@ -139,7 +145,8 @@ func TestMigrationLock_NoMigrationCommitsAfterTheLockIsLost(t *testing.T) {
 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&holder))
 				return holder != nil && sleeping(t, watch)
 			}, 10*time.Second, 5*time.Millisecond, "the first migrator should be inside the lock, migrating")
-			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1)", *holder)
+			// Returns once the backend has exited, and its lock with it.
+			_, err := watch.Exec(t.Context(), "SELECT pg_terminate_backend($1, 10000)", *holder)
 			require.NoError(t, err)
 			second := up() // takes the freed lock while the first's migration is still running
 

@@ -413,12 +413,13 @@ func TestCopy(t *testing.T) {
 		t.Parallel()
 		// The copy's tests make their databases on this test's server; go vet
 		// has run already. The packages whose code the renaming touches: the
-		// library, its migrations and its SQL; and newlib, whose tests make a
+		// library, its migrations and its SQL, its command and its demo; and
+		// newlib, whose tests make a
 		// copy of the copy, named as this test names its copy. The test
 		// harness and the fleet tests are the template's own code under a new
 		// import path, and running them twice would double the suite's time.
 		goCommand(t, dir, []string{"TEST_DATABASE_URL=" + pgtest.AdminDSN(t), insideCopy + "=1"}, "test", "-count=1", "-vet=off",
-			".", "./internal/migrate", "./internal/migrationcheck", "./internal/newlib", "./internal/sqltmpl", "./cmd/...")
+			".", "./internal/migrate", "./internal/migrationcheck", "./internal/newlib", "./internal/sqltmpl", "./cmd/...", "./examples/...")
 	})
 
 	t.Run("refuses a blocking migration, naming its file, and passes its safe form", func(t *testing.T) {

@@ -19,9 +19,10 @@ import (
 // also be a common word ("audit" in a copy named audit, whose example domain
 // is an audit log), and such words are left alone. The name stands for the
 // library in the forms the template writes it in (see asName): a qualifier
-// (ledger.New), a derived table (ledger_goose_db_version), an error prefix
-// (ledger:), a name derived with a dash (ledger-host), a path element
-// (cmd/ledger), a code span (`ledger`), a title (# ledger), after "package";
+// (ledger.New), a derived table (ledger_goose_db_version) or schema
+// (ledger_demo_...), an error prefix (ledger:), a name derived with a dash
+// (ledger-host), a path element (cmd/ledger), a code span (`ledger`), a title
+// (# ledger), after "package";
 // in Go also as the root package's name and qualifier, and as the value of a
 // named constant (moduleName = "ledger"). The test helper's package, the name
 // followed by "test", is renamed along with it.
@@ -82,7 +83,7 @@ func asName(s string, i, end int) bool {
 	switch {
 	case next == '.' && len(after) > 1 && 'A' <= after[1] && after[1] <= 'Z': // a qualifier: ledger.New
 		return true
-	case strings.HasPrefix(after, "_goose_"): // a table named after it
+	case strings.HasPrefix(after, "_goose_") || strings.HasPrefix(after, "_demo_"): // a table or the demo's schemas, named after it
 		return true
 	case next == ':' || next == '-': // an error prefix, a name derived from it
 		return true

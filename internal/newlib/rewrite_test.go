@@ -39,6 +39,7 @@ func TestRenamer_CommonWordThatSpellsTheNameStays(t *testing.T) {
 		"# audit":                          "# ledger",
 		"client, err := audit.New(ctx)":    "client, err := ledger.New(ctx)",
 		"<schema>.audit_goose_db_version":  "<schema>.ledger_goose_db_version",
+		"`audit_demo_<random>_*`":          "`ledger_demo_<random>_*`",
 		"go run ./cmd/audit -dsn x":        "go run ./cmd/ledger -dsn x",
 		"/audit\n/cmd/audit/audit\n":       "/ledger\n/cmd/ledger/ledger\n",
 		"audit: client is closed":          "ledger: client is closed",

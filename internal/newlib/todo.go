@@ -21,7 +21,7 @@ const (
 // files its manifest gives the library, and the rest it keeps.
 func (c *copied) steps() (replace []string, keep, never string) {
 	if len(c.todo.domain) > 0 {
-		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types, methods and the privileges they need; `go vet ./...` then points at the tests and command that used it.",
+		replace = append(replace, fmt.Sprintf("%s, the example domain, with your library's own types, methods and the privileges they need; `go vet ./...` then points at the tests, examples and demo that used it: rewrite them for your domain.",
 			codeList(c.todo.domain)))
 	}
 	if len(c.todo.tests) > 0 {

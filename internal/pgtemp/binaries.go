@@ -14,8 +14,7 @@ import (
 )
 
 // ErrNoBinaries is returned by [Start] when no PostgreSQL server binaries (initdb and postgres) can be
-// found, and by [Server.StartStandby] when pg_basebackup is not beside them. Test it with errors.Is: the
-// error returned names the places that were searched.
+// found. Test it with errors.Is: the error returned names the places that were searched.
 var ErrNoBinaries = errors.New("pgtemp: no PostgreSQL server binaries (initdb and postgres) found: " +
 	"install the PostgreSQL server packages (Debian/Ubuntu: apt-get install postgresql; " +
 	"macOS: brew install postgresql@16) or set PGTEMP_BIN to the directory that holds initdb and postgres")

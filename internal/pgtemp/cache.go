@@ -3,6 +3,7 @@ package pgtemp
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -66,7 +67,7 @@ func saveCluster(bin binaries, dataDir string) {
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
 	copyDir := filepath.Join(tmp, "data")
-	if err := copyTree(dataDir, copyDir); err != nil {
+	if err := copyTree(dataDir, copyDir, nil); err != nil {
 		return
 	}
 	// Rename makes the copy appear whole; when another process saved one first, ours is dropped.
@@ -111,19 +112,31 @@ func pruneCache(parent, keep string) {
 	}
 }
 
-// copyTree copies the directory src to dst, which must not exist, keeping permission bits.
-func copyTree(src, dst string) error {
+// copyTree copies the directory src to dst, which must not exist, keeping permission bits. skip, when
+// set, names entries to leave out (by their path relative to src) and says that src is in use: a file
+// that vanishes during the copy is left out too.
+func copyTree(src, dst string, skip func(rel string) bool) error {
+	gone := func(err error) bool { return skip != nil && errors.Is(err, fs.ErrNotExist) }
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if gone(err) {
+				return nil
+			}
 			return err
 		}
 		rel, err := filepath.Rel(src, path)
 		if err != nil {
 			return err
 		}
+		if skip != nil && rel != "." && skip(rel) {
+			return nil
+		}
 		target := filepath.Join(dst, rel)
 		fi, err := d.Info()
 		if err != nil {
+			if gone(err) {
+				return nil
+			}
 			return err
 		}
 		switch {
@@ -136,7 +149,10 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		case d.Type().IsRegular():
-			return copyFile(path, target, fi.Mode().Perm())
+			if err := copyFile(path, target, fi.Mode().Perm()); err != nil && !gone(err) {
+				return err
+			}
+			return nil
 		default:
 			return fmt.Errorf("%s: cannot copy a %v", path, d.Type())
 		}

@@ -16,6 +16,7 @@ type config struct {
 	logOutput    io.Writer
 	settings     [][2]string
 	startTimeout time.Duration
+	durable      bool
 }
 
 func newConfig(opts []Option) (*config, error) {
@@ -66,6 +67,18 @@ func WithSetting(name, value string) Option {
 			return fmt.Errorf("pgtemp: WithSetting(%q): not a setting name; use a name such as work_mem", name)
 		}
 		c.settings = append(c.settings, [2]string{name, value})
+		return nil
+	})
+}
+
+// WithDurableCommits makes every commit the server acknowledges survive a crash of the server (Kill,
+// a killed backend, an immediate shutdown): synchronous_commit is on, so a commit returns once its WAL
+// is written. fsync stays off, so only a crash of the machine itself could lose it. A test that
+// crashes or restarts its server and then reads what it committed needs this; without it a crash may
+// lose the commits of the last fraction of a second. A standby started with it keeps it.
+func WithDurableCommits() Option {
+	return optionFunc(func(c *config) error {
+		c.durable = true
 		return nil
 	})
 }

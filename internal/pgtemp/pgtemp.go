@@ -11,11 +11,12 @@
 // which is several times faster. Run as root, the server runs as the OS user postgres (initdb refuses
 // root). On Linux the server dies with the process that started it, even on SIGKILL; what it leaves
 // (its directory, its shared memory) is removed by a later Start. Package proc supervises the processes
-// (initdb, pg_basebackup, postgres) and sweeps what killed test binaries left.
+// (initdb, postgres) and sweeps what killed test binaries left.
 //
-// For tests of replication and failover, a server can have hot standbys (StartStandby: a copy by
-// pg_basebackup, in a directory of its own, in about half a second), crash (Kill) and be replaced by a
-// promoted standby (Promote).
+// For tests of replication and failover, a server can have hot standbys (StartStandby: an online copy
+// of its files, in a directory of its own, in about half a second), crash (Kill) and be replaced by a
+// promoted standby (Promote). A test that crashes or restarts a server and reads what it committed
+// starts it with WithDurableCommits.
 package pgtemp
 
 import (
@@ -52,6 +53,9 @@ type Server struct {
 	mu      sync.Mutex // guards pm and stopped; held across Stop, Restart and Kill
 	pm      *proc.Process
 	stopped bool
+
+	primary *Server // for a standby, the server it streams from, through its replication slot
+	slot    string
 }
 
 const (
@@ -182,7 +186,11 @@ func (s *Server) Stop() error {
 		return nil
 	}
 	s.stopped = true
-	return errors.Join(s.shutdown(), wrap(serverDirs.Remove(s.dir)))
+	err := s.shutdown()
+	if s.primary != nil {
+		s.dropStandbySlot()
+	}
+	return errors.Join(err, wrap(serverDirs.Remove(s.dir)))
 }
 
 // Restart stops the postmaster (fast shutdown) and starts it again on the same data directory and
@@ -207,8 +215,8 @@ func (s *Server) Restart(ctx context.Context) error {
 // Stop removes it. It is meant for tests of failover to a standby, and of crash recovery.
 //
 // pgtemp turns synchronous_commit off, so a crash may lose the commits of the last fraction of a
-// second, on the server and on its standbys: a test that needs them after Kill waits until a standby
-// has them, or runs CHECKPOINT first.
+// second, on the server and on its standbys: a test that needs them after Kill starts the server with
+// [WithDurableCommits].
 func (s *Server) Kill() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -234,7 +242,7 @@ func (s *Server) prepare(ctx context.Context, fill func(*Server, context.Context
 // else one made by initdb, which is then cached.
 func (s *Server) initdb(ctx context.Context) error {
 	if cached := cachedCluster(s.bin); cached != "" {
-		if err := copyTree(cached, s.dataDir); err == nil {
+		if err := copyTree(cached, s.dataDir, nil); err == nil {
 			return wrap(s.user.Own(s.dataDir))
 		}
 		_ = os.RemoveAll(s.dataDir) // a broken copy costs a fresh initdb, nothing more
@@ -246,7 +254,7 @@ func (s *Server) initdb(ctx context.Context) error {
 	return nil
 }
 
-// run runs one of the PostgreSQL programs (initdb, pg_basebackup) for this server, as its OS user.
+// run runs one of the PostgreSQL programs (initdb) for this server, as its OS user.
 func (s *Server) run(ctx context.Context, program string, args ...string) error {
 	return wrap(proc.Run(ctx, proc.Command{Path: program, Args: args, Home: s.dir, User: s.user, Log: s.log}))
 }
@@ -256,7 +264,11 @@ func (s *Server) launch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.startTimeout)
 	defer cancel()
 	args := []string{"-D", s.dataDir, "-k", s.sockDir, "-p", strconv.Itoa(s.port)}
-	for _, kv := range append(testSettings[:len(testSettings):len(testSettings)], s.cfg.settings...) {
+	settings := testSettings[:len(testSettings):len(testSettings)]
+	if s.cfg.durable {
+		settings = append(settings, [2]string{"synchronous_commit", "on"})
+	}
+	for _, kv := range append(settings, s.cfg.settings...) {
 		args = append(args, "-c", kv[0]+"="+kv[1])
 	}
 	pm, err := proc.Start(ctx, proc.Command{

@@ -1,10 +1,12 @@
 package pgtemp
 
 import (
+	"context"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -79,21 +81,84 @@ func TestKill_StopAfterwardsLeavesNoProcessAndNoDirectory(t *testing.T) {
 	}
 }
 
-func TestKill_RestartRecoversTheServer(t *testing.T) {
-	s := start(t)
+// With WithDurableCommits every acknowledged commit survives a crash, however soon after it comes.
+func TestKill_WithDurableCommitsRestartKeepsEveryCommit(t *testing.T) {
+	s := start(t, WithDurableCommits())
 	conn := connect(t, s.DSN())
+	var setting string
+	require.NoError(t, conn.QueryRow(t.Context(), "SELECT current_setting('synchronous_commit')").Scan(&setting))
+	require.Equal(t, "on", setting)
 	_, err := conn.Exec(t.Context(), "CREATE TABLE t (v int)")
 	require.NoError(t, err)
-	// With synchronous_commit off a commit may be lost in a crash; a checkpoint writes it out.
-	_, err = conn.Exec(t.Context(), "CHECKPOINT")
-	require.NoError(t, err)
+	const commits = 200
+	for i := range commits {
+		_, err := conn.Exec(t.Context(), "INSERT INTO t VALUES ($1)", i)
+		require.NoError(t, err)
+	}
 
 	require.NoError(t, s.Kill())
 	require.NoError(t, s.Restart(t.Context()))
 
-	var found bool
-	require.NoError(t, connect(t, s.DSN()).QueryRow(t.Context(), "SELECT to_regclass('t') IS NOT NULL").Scan(&found))
-	require.True(t, found, "a checkpointed table is lost after the crash")
+	var n int
+	require.NoError(t, connect(t, s.DSN()).QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n))
+	require.Equal(t, commits, n, "acknowledged commits lost in the crash")
+}
+
+// The copy is taken while the primary writes: the standby still ends with every row the primary has.
+func TestStartStandby_CopiesAPrimaryThatIsWriting(t *testing.T) {
+	primary := start(t)
+	writer := connect(t, primary.DSN())
+	_, err := writer.Exec(t.Context(), "CREATE TABLE busy (v int)")
+	require.NoError(t, err)
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := writer.Exec(context.Background(), "INSERT INTO busy SELECT generate_series(1, 100)"); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	standby := startStandby(t, primary)
+	close(stop)
+	require.NoError(t, <-done)
+
+	var want int
+	require.NoError(t, connect(t, primary.DSN()).QueryRow(t.Context(), "SELECT count(*) FROM busy").Scan(&want))
+	onStandby := connect(t, standby.DSN())
+	var got int
+	require.Eventually(t, func() bool {
+		return onStandby.QueryRow(t.Context(), "SELECT count(*) FROM busy").Scan(&got) == nil && got == want
+	}, 10*time.Second, 10*time.Millisecond, "the standby has %d rows of the primary's %d", got, want)
+}
+
+// A standby streams through a replication slot of its own on the primary, which keeps WAL for it; the
+// slot goes when the standby stops.
+func TestStartStandby_StopDropsItsSlot(t *testing.T) {
+	primary := start(t)
+	standby := startStandby(t, primary)
+	onPrimary := connect(t, primary.DSN())
+	slots := func() []string {
+		rows, err := onPrimary.Query(t.Context(), "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+		require.NoError(t, err)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return names
+	}
+	require.Eventually(t, func() bool {
+		var active bool
+		err := onPrimary.QueryRow(t.Context(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slotName(standby.Dir())).Scan(&active)
+		return err == nil && active
+	}, 10*time.Second, 10*time.Millisecond, "the standby does not stream through its slot; slots: %v", slots())
+
+	require.NoError(t, standby.Stop())
+	require.Empty(t, slots(), "the stopped standby's slot stays on the primary")
 }
 
 func TestPromote_APrimaryIsNotAStandby(t *testing.T) {
@@ -108,7 +173,7 @@ func TestStartStandby_AfterStopFails(t *testing.T) {
 	require.ErrorContains(t, err, "StartStandby after Stop")
 }
 
-// BenchmarkStartStandby measures StartStandby (pg_basebackup of a fresh cluster, the standby's
+// BenchmarkStartStandby measures StartStandby (an online copy of a fresh cluster, the standby's
 // postmaster, a first read-only connection) followed by Stop.
 func BenchmarkStartStandby(b *testing.B) {
 	primary := start(b)

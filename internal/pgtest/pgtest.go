@@ -97,13 +97,17 @@ func Pool(t testing.TB, dsn string, opts ...func(*pgxpool.Config)) *pgxpool.Pool
 	return pool
 }
 
-// Restartable starts a server for this test alone, which it may restart (Restart) to see how clients
-// survive; it returns the server and the DSN of its database postgres, and stops it when the test ends.
-// It needs the PostgreSQL binaries on this machine (a TEST_DATABASE_URL or Docker server cannot be
-// restarted from a test): without them the test fails under CI=true and is skipped otherwise.
+// Restartable starts a server for this test alone, which it may restart (Restart), crash (Kill, or a
+// killed backend) and restart again to see how clients survive; it returns the server and the DSN of
+// its database postgres, and stops it when the test ends. Its commits are durable
+// (pgtemp.WithDurableCommits): what it acknowledged is there after the crash. It needs the PostgreSQL
+// binaries on this machine (a TEST_DATABASE_URL or Docker server cannot be restarted from a test):
+// without them the test fails under CI=true and is skipped otherwise.
 func Restartable(t testing.TB) (*pgtemp.Server, string) {
 	t.Helper()
-	srv := ownServer(t, "restarts its server", func() (*pgtemp.Server, error) { return pgtemp.Start(t.Context()) })
+	srv := ownServer(t, "restarts its server", func() (*pgtemp.Server, error) {
+		return pgtemp.Start(t.Context(), pgtemp.WithDurableCommits())
+	})
 	return srv, srv.DSN()
 }
 
@@ -111,15 +115,17 @@ func Restartable(t testing.TB) (*pgtemp.Server, string) {
 // and failover: the standby replays what the primary writes and refuses writes itself (SQLSTATE 25006)
 // until it is promoted (standby.Promote), typically after the primary is killed (primary.Kill). Reach
 // whichever of the two takes writes with [MultiHostDSN] and target_session_attrs=read-write. Both are
-// stopped, and their directories removed, when the test ends.
+// stopped, and their directories removed, when the test ends. Their commits are durable
+// (pgtemp.WithDurableCommits): a crash loses only what the standby had not yet received.
 //
-// It needs the PostgreSQL binaries on this machine, pg_basebackup among them: without them the test
-// fails under CI=true and is skipped otherwise. The standby costs about half a second more than a
-// server.
+// It needs the PostgreSQL server binaries (15 or later) on this machine: without them the test fails
+// under CI=true and is skipped otherwise. The standby costs about half a second more than a server.
 func Standby(t testing.TB) (primary, standby *pgtemp.Server) {
 	t.Helper()
 	const purpose = "runs a primary and a hot standby"
-	primary = ownServer(t, purpose, func() (*pgtemp.Server, error) { return pgtemp.Start(t.Context()) })
+	primary = ownServer(t, purpose, func() (*pgtemp.Server, error) {
+		return pgtemp.Start(t.Context(), pgtemp.WithDurableCommits())
+	})
 	standby = ownServer(t, purpose, func() (*pgtemp.Server, error) { return primary.StartStandby(t.Context()) })
 	return primary, standby
 }

@@ -340,3 +340,48 @@ func existingDatabases(t *testing.T, names []string) []string {
 	require.NoError(t, err)
 	return found
 }
+
+// Catalog sees what a program could leave in a database, and nothing else
+// changes it: every change below shows, and undone, the lists match again.
+func TestCatalog_SeesEveryChangeAndItsUndoing(t *testing.T) {
+	t.Parallel()
+	dsn := DSN(t)
+	pool := Pool(t, dsn)
+	exec := func(sql string) {
+		t.Helper()
+		_, err := pool.Exec(t.Context(), sql)
+		require.NoError(t, err, sql)
+	}
+	// With privileges of its own, which a GRANT and its REVOKE leave as they were.
+	exec("CREATE TABLE kept (v int); GRANT SELECT ON kept TO PUBLIC")
+	before := Catalog(t, dsn)
+	require.Contains(t, before, "table kept")
+	for _, change := range []struct{ do, undo string }{
+		{"CREATE SCHEMA s", "DROP SCHEMA s"},
+		{"CREATE TABLE s_t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY)", "DROP TABLE s_t"},
+		{"ALTER TABLE kept ALTER COLUMN v SET (n_distinct = -0.01)", "ALTER TABLE kept ALTER COLUMN v RESET (n_distinct)"},
+		{"ALTER TABLE kept ALTER COLUMN v SET NOT NULL", "ALTER TABLE kept ALTER COLUMN v DROP NOT NULL"},
+		{"COMMENT ON TABLE kept IS 'x'", "COMMENT ON TABLE kept IS NULL"},
+		{"ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM PUBLIC"},
+		{"GRANT INSERT ON kept TO PUBLIC", "REVOKE INSERT ON kept FROM PUBLIC"},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "DROP FUNCTION f()"},
+	} {
+		exec(change.do)
+		require.NotEmpty(t, CatalogChanges(before, Catalog(t, dsn)), "Catalog misses %s", change.do)
+		exec(change.undo)
+		require.Empty(t, CatalogChanges(before, Catalog(t, dsn)), "after %s", change.undo)
+	}
+	var db string
+	require.NoError(t, pool.QueryRow(t.Context(), "SELECT current_database()").Scan(&db))
+	exec("ALTER DATABASE " + pgx.Identifier{db}.Sanitize() + " SET work_mem = '5MB'")
+	require.Equal(t, []string{"+ settings of every role {work_mem=5MB}"}, CatalogChanges(before, Catalog(t, dsn)))
+}
+
+// The tests run on a server the library supports. The line this logs (with
+// go test -v) is how .ci/run tells which server each of its passes used.
+func TestServer_IsASupportedVersion(t *testing.T) {
+	var version string
+	require.NoError(t, server(t).admin.QueryRow(t.Context(), "SELECT current_setting('server_version')").Scan(&version))
+	t.Logf("the tests' server: PostgreSQL %s", version)
+	require.GreaterOrEqual(t, server(t).version, 150000, "PostgreSQL %s: the library supports 15 and later", version)
+}

@@ -1,9 +1,13 @@
+// Command demo enqueues two jobs and claims them, on a throwaway server
+// unless -dsn is given.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"os"
 	"time"
@@ -12,15 +16,17 @@ import (
 	"github.com/acme/jobs/internal/pgtemp"
 )
 
-// demo enqueues two jobs and claims them, on a throwaway server unless dsn
-// is given.
-func demo(ctx context.Context, out io.Writer, dsn string, verbose bool) error {
+func main() {
+	dsn := flag.String("dsn", "", "a database to use (default: a throwaway server)")
+	flag.Parse()
+	if err := demo(context.Background(), os.Stdout, *dsn); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func demo(ctx context.Context, out io.Writer, dsn string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	logOut := io.Discard
-	if verbose {
-		logOut = os.Stderr
-	}
 	if dsn == "" {
 		srv, err := pgtemp.Start(ctx)
 		if err != nil {
@@ -29,7 +35,7 @@ func demo(ctx context.Context, out io.Writer, dsn string, verbose bool) error {
 		defer srv.Stop()
 		dsn = srv.DSN()
 	}
-	c, err := jobs.New(ctx, jobs.WithDSN(dsn), jobs.WithLogger(slog.New(slog.NewTextHandler(logOut, nil))))
+	c, err := jobs.New(ctx, jobs.WithDSN(dsn), jobs.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return err
 	}
