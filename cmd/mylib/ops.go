@@ -31,6 +31,11 @@ func (t *target) define(fs *flag.FlagSet) {
 	fs.StringVar(&t.dsn, "dsn", "", "PostgreSQL DSN (default $DATABASE_URL)")
 	fs.StringVar(&t.schema, "schema", defaultSchema, "the library's schema")
 	fs.DurationVar(&t.timeout, "timeout", 0, "give up after this long (default: no limit; Ctrl-C stops)")
+}
+
+// defineLogged is define for a command that opens the library, which logs.
+func (t *target) defineLogged(fs *flag.FlagSet) {
+	t.define(fs)
 	fs.BoolVar(&t.verbose, "v", false, "show the library's log lines")
 }
 
@@ -76,7 +81,7 @@ func fail(errOut io.Writer, cmd string, err error) int {
 
 func migrateCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
-	t.define(fs)
+	t.defineLogged(fs)
 	to := fs.String("to", "", "take the schema to this version: up, or down through the files' Down sections (0 undoes every file)")
 	lockTimeout := fs.Duration("lock-timeout", 0, "each migration statement's lock_timeout (default 100ms); a statement that runs out of it gives way and is tried again")
 	return func(ctx context.Context, out, errOut io.Writer) int {
@@ -122,7 +127,7 @@ func migrateCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) in
 
 func statusCmd(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) int {
 	var t target
-	t.define(fs)
+	t.defineLogged(fs)
 	asJSON := fs.Bool("json", false, "print JSON: {schema, migrations: [{version, file, state, applied_at, note}], refused}")
 	return func(ctx context.Context, out, errOut io.Writer) int {
 		opts, ok := t.options(errOut, "status")
