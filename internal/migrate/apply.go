@@ -366,7 +366,7 @@ func (r *holder) execLeased(ctx context.Context, stmt string) error {
 // a moment only: the wait for it is bounded. The lease is gone if another
 // migrator took it over.
 func (r *holder) reclaim(ctx context.Context) error {
-	sql := resetSession + "; " + r.h.lock.begin(r.h.pg(), true) + ";\n" + r.leaseSQL.end(*r.lease) + ";\n" + r.sf.invalidSQL
+	sql := resetSession + "; " + r.h.lock.begin(r.h.pg(), time.Second) + ";\n" + r.leaseSQL.end(*r.lease) + ";\n" + r.sf.invalidSQL
 	results, err := r.h.pg().Exec(ctx, sql).ReadAll()
 	r.dirty = false
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "55P03" {

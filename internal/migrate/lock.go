@@ -77,6 +77,10 @@ func lockKey(module, schema string) int64 {
 const (
 	backoffFirst = 1 * time.Millisecond
 	backoffMax   = 5 * time.Millisecond
+	// relockWait is how long a holder waits to take the lock back for its
+	// next file: longer than a waiter's peek holds it, shorter than a
+	// holder would.
+	relockWait = 50 * time.Millisecond
 )
 
 // held is an acquired lock: an open transaction on a connection of the pool.
@@ -177,10 +181,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // attempt is the statement of one attempt: it begins the lock's transaction
 // and tries the lock (see begin).
-func (l lock) attempt(pg *pgconn.PgConn) string { return l.begin(pg, false) }
+func (l lock) attempt(pg *pgconn.PgConn) string { return l.begin(pg, 0) }
 
-// begin begins the lock's transaction and takes the lock: it tries, or with
-// wait it waits for the lock up to a second. The key is a number we
+// begin begins the lock's transaction and takes the lock: it tries, or,
+// given a wait, it waits that long for the lock at most. The key is a number we
 // computed, so it can be inlined, which lets it travel in one simple-protocol
 // round trip with what comes before and after. READ COMMITTED whatever the
 // host's default, so each statement sees what other sessions committed. The
@@ -197,7 +201,7 @@ func (l lock) attempt(pg *pgconn.PgConn) string { return l.begin(pg, false) }
 //   - transaction_timeout (PostgreSQL 17) is off: a long file is not a fault.
 //
 // statement_timeout stays as the host set it.
-func (l lock) begin(pg *pgconn.PgConn, wait bool) string {
+func (l lock) begin(pg *pgconn.PgConn, wait time.Duration) string {
 	settings := []string{
 		setLocal("idle_in_transaction_session_timeout", l.cfg.Lease),
 		setLocal("lock_timeout", l.cfg.LockTimeout),
@@ -208,9 +212,9 @@ func (l lock) begin(pg *pgconn.PgConn, wait bool) string {
 		settings = append(settings, "pg_catalog.set_config('transaction_timeout', '0', true)")
 	}
 	key := strconv.FormatInt(l.key, 10)
-	if wait {
+	if wait > 0 {
 		// Separate statements: the wait must see its own lock_timeout.
-		return "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.set_config('lock_timeout', '1000', true); " +
+		return "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT " + setLocal("lock_timeout", wait) + "; " +
 			"SELECT pg_catalog.pg_advisory_xact_lock(" + key + "); SELECT " + strings.Join(settings, ", ")
 	}
 	return "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(" + key + "), " + strings.Join(settings, ", ")
@@ -239,8 +243,8 @@ func (h *held) parse(results []*pgconn.Result) (got bool, err error) {
 }
 
 // commit runs first (if not empty) in the lock's transaction and commits it;
-// with relock, it then begins the next transaction and attempts the lock
-// again, in the same round trip. committed is false when the transaction
+// with relock, it then begins the next transaction and takes the lock again
+// (waiting relockWait at most), in the same round trip. committed is false when the transaction
 // certainly did not commit, and also when the reply to COMMIT was lost (then
 // err says so and the connection is closed).
 func (h *held) commit(ctx context.Context, first string, relock bool) (committed, got bool, err error) {
@@ -249,7 +253,9 @@ func (h *held) commit(ctx context.Context, first string, relock bool) (committed
 		sql = first + "; COMMIT"
 	}
 	if relock {
-		sql += "; " + h.lock.attempt(h.pg())
+		// A waiter's peek holds the lock for a moment: wait that long,
+		// rather than give the lock up to whoever looked.
+		sql += "; " + h.lock.begin(h.pg(), relockWait)
 	}
 	results, err := h.pg().Exec(ctx, sql).ReadAll()
 	for _, r := range results {
@@ -262,14 +268,10 @@ func (h *held) commit(ctx context.Context, first string, relock bool) (committed
 			break
 		}
 	}
-	if err != nil || !relock {
-		return committed, false, err
+	if pgErr := (*pgconn.PgError)(nil); committed && relock && errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		return true, false, nil // another migrator holds the lock now
 	}
-	last := results[len(results)-1]
-	if len(last.Rows) != 1 || len(last.Rows[0]) < 1 {
-		return committed, false, fmt.Errorf("unexpected reply to pg_try_advisory_xact_lock: %d rows", len(last.Rows))
-	}
-	return committed, string(last.Rows[0][0]) == "t", nil
+	return committed, err == nil && relock, err
 }
 
 // release ends the lock's transaction, if one is open, and returns the
