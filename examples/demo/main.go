@@ -14,6 +14,9 @@
 // command a deploy step installs carries no test server.
 package main
 
+// The library's own (newlib.manifest): the demo of the example domain, which a
+// library made from the template writes for its own.
+
 import (
 	"context"
 	"crypto/rand"
