@@ -19,7 +19,7 @@ import (
 )
 
 // Backoff after a try that gave the lock up: a statement ran out of
-// lock_timeout, or another migrator holds the lease. Long enough that the
+// lock_timeout, or a conflict with another session. Long enough that the
 // host's queries run between tries, short enough that the migration follows
 // within a second once the blocker is gone.
 const (
@@ -49,7 +49,11 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, sf *schem
 		// attempts whether it is done (the fast path's query), and leaves
 		// without taking the lock when it is. Moving toward a target, it
 		// always migrates itself.
-		h, err := l.acquire(ctx, func(r *pgconn.Result) bool { return target == nil && m.current(r) })
+		var lease *leaseWait
+		if last != nil && last.lease != nil {
+			lease = &leaseWait{free: leaseSQL{table: sf.leaseTable, module: m.module}.free()}
+		}
+		h, err := l.acquire(ctx, func(r *pgconn.Result) bool { return target == nil && m.current(r) }, lease)
 		if err != nil {
 			return res, last.explain(ctx, sf.schema, err)
 		}
@@ -61,6 +65,10 @@ func (m *Migrations) upLocked(ctx context.Context, pool *pgxpool.Pool, sf *schem
 		p, err := r.migrate(ctx)
 		if err == nil && p != nil && p.blocked == nil && p.lease == nil && p.conflict == nil {
 			continue // another migrator took the lock between two files: wait like the others
+		}
+		if err == nil && p != nil && p.lease != nil {
+			last = p
+			continue // acquire waits for the lease to go
 		}
 		if err == nil && p != nil {
 			last = p
@@ -152,7 +160,7 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 		r.pending = append(r.pending, r.sf.recordSQL) // the checksums of files applied without them
 	}
 	if len(steps) == 0 {
-		_, _, err := r.h.commit(ctx, r.flush(), false)
+		_, _, _, err := r.h.commit(ctx, r.flush(), false, "")
 		return nil, r.commitError(ctx, err, nil, false)
 	}
 	if r.provider, err = goose.NewProvider(goose.DialectCustom, r.db, r.sf.fsys,
@@ -173,7 +181,7 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 			return r.failed(ctx, f, err)
 		}
 		last := i == len(steps)-1
-		committed, got, err := r.h.commit(ctx, "", !last)
+		committed, got, top, err := r.h.commit(ctx, "", !last, r.sf.topSQL)
 		if committed {
 			r.done(f, up)
 		}
@@ -183,8 +191,11 @@ func (r *holder) migrate(ctx context.Context) (_ *pause, err error) {
 		if last {
 			return nil, nil
 		}
-		if !got {
-			return &pause{}, nil // another migrator took the lock between two files: wait like the others
+		if !got || !r.unchanged(top) {
+			// Another migrator took the lock between two files, and may
+			// have applied or undone some: wait like the others, and read
+			// the state again.
+			return &pause{}, nil
 		}
 	}
 	return nil, nil
@@ -224,6 +235,17 @@ func (r *holder) prepare(ctx context.Context) (state, error) {
 		return nil, r.m.lockedFault(ctx, r.h, nil, err, doing)
 	}
 	return st, nil
+}
+
+// unchanged reports whether a reply to topSQL, read with the lock taken back
+// after a COMMIT, is the highest version this holder knows applied: whether
+// no other migrator applied or undid a file in the moment between the two.
+func (r *holder) unchanged(top *pgconn.Result) bool {
+	var want int64
+	for v := range r.state {
+		want = max(want, v)
+	}
+	return top != nil && len(top.Rows) == 1 && len(top.Rows[0]) == 1 && string(top.Rows[0][0]) == strconv.FormatInt(want, 10)
 }
 
 // flush returns the pending statements, joined, and forgets them.

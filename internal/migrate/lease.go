@@ -58,6 +58,20 @@ func (s leaseSQL) tag(l lease) string {
 	return "/* " + s.module + ": migration lease " + strconv.FormatInt(l.token, 10) + " */ "
 }
 
+// stale is true of the lease row held when it may be taken over: it has
+// expired, and no statement of its holder runs.
+func (s leaseSQL) stale(held string) string {
+	return fmt.Sprintf(`%[1]s.expires_at < pg_catalog.clock_timestamp() AND NOT EXISTS (
+	SELECT FROM pg_catalog.pg_stat_activity a
+	WHERE a.datname = pg_catalog.current_database() AND a.state = 'active'
+	AND pg_catalog.starts_with(a.query, '/* %[2]s: migration lease ' || %[1]s.token || ' */'))`, held, s.module)
+}
+
+// free is true when there is no lease that a migrator must wait out.
+func (s leaseSQL) free() string {
+	return "NOT EXISTS (SELECT FROM " + s.table + " held WHERE NOT (" + s.stale("held") + "))"
+}
+
 // take is the statement, in the lock's transaction, that takes the lease
 // when there is none, or when the one there expired and its holder is not
 // running a statement; then the state of the lease, as (token, version,
@@ -66,12 +80,9 @@ func (s leaseSQL) take(l lease, ttl time.Duration) string {
 	return fmt.Sprintf(`INSERT INTO %[1]s AS held (id, token, version, expires_at)
 VALUES (1, %[2]d, %[3]d, pg_catalog.clock_timestamp() + %[4]s)
 ON CONFLICT (id) DO UPDATE SET token = excluded.token, version = excluded.version, expires_at = excluded.expires_at
-WHERE held.expires_at < pg_catalog.clock_timestamp() AND NOT EXISTS (
-	SELECT FROM pg_catalog.pg_stat_activity a
-	WHERE a.datname = pg_catalog.current_database() AND a.state = 'active'
-	AND pg_catalog.starts_with(a.query, '/* %[5]s: migration lease ' || held.token || ' */'));
+WHERE %[5]s;
 SELECT token, version, extract(epoch FROM expires_at - pg_catalog.clock_timestamp()) FROM %[1]s`,
-		s.table, l.token, l.version, interval(ttl), s.module)
+		s.table, l.token, l.version, interval(ttl), s.stale("held"))
 }
 
 // renew extends the lease before a statement; no row means it was taken.

@@ -66,22 +66,30 @@ func lockKey(module, schema string) int64 {
 	return int64(h.Sum64())
 }
 
-// Backoff between a waiter's looks: short, because a migration of a few
-// files takes about ten milliseconds and a waiter notices the holder is done
-// only when it next looks; jittered, so a fleet does not look in step. A look
-// is one statement outside a transaction (a peek at the lock and the fast
-// path's query). Measured here, 8 concurrent starts on one empty schema
-// against one start (BenchmarkConcurrentStart): 2.0 to 2.2x with 1 to 5 ms,
-// 2.2x with 4 to 10 ms, 2.6x with 2 to 20 ms; looking with a full attempt
-// (BEGIN, the settings, the lock, ROLLBACK) instead of a peek, 3.2x.
+// Backoff between a waiter's looks: short at first, because a migration of
+// a few files takes a few milliseconds and a waiter notices the holder is
+// done only when it next looks; then longer, so that the waiters of a long
+// migration do not load the server; jittered, so a fleet does not look in
+// step. A look is one statement outside a transaction (a peek at the lock
+// and the fast path's query). Measured here, 8 concurrent starts on one
+// empty schema against one start (BenchmarkConcurrentStart), the first 30 ms
+// at 1 to 3 ms: see BENCHMARKS.md; before, 2.0 to 2.2x with 1 to 5 ms, 2.2x
+// with 4 to 10 ms, 2.6x with 2 to 20 ms, and 3.2x looking with a full
+// attempt (BEGIN, the settings, the lock, ROLLBACK) instead of a peek.
 const (
 	backoffFirst = 1 * time.Millisecond
-	backoffMax   = 5 * time.Millisecond
+	backoffSoon  = 30 * time.Millisecond // waited this long, looks grow further apart
+	backoffMax   = 100 * time.Millisecond
 	// relockWait is how long a holder waits to take the lock back for its
 	// next file: longer than a waiter's peek holds it, shorter than a
 	// holder would.
 	relockWait = 50 * time.Millisecond
 )
+
+// leaseWait is a lease another migrator holds, which a waiter waits out.
+type leaseWait struct {
+	free string // true when the lease is gone, or may be taken over
+}
 
 // held is an acquired lock: an open transaction on a connection of the pool.
 type held struct {
@@ -100,17 +108,26 @@ func (h *held) pg() *pgconn.PgConn { return h.conn.Conn().PgConn() }
 // holder has already finished the work (then acquire returns (nil, nil)
 // without the lock). It attempts again once the lock is free, and holds no
 // connection while it sleeps between peeks.
-func (l lock) acquire(ctx context.Context, done func(*pgconn.Result) bool) (*held, error) {
+func (l lock) acquire(ctx context.Context, done func(*pgconn.Result) bool, lease *leaseWait) (*held, error) {
 	connector := stdlib.GetPoolConnector(l.pool)
-	wait := backoffFirst
+	wait, began := backoffFirst, time.Now()
 	free := true // as far as this waiter knows: attempt, rather than peek
+	peek := "SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "); " + l.check
+	if lease != nil {
+		// Another migrator holds the lease, and no lock: the lock looks
+		// free until the lease is gone. A file that runs under the lease
+		// may take a moment or an hour: look soon, then less often.
+		free = false
+		peek = "SELECT " + lease.free + " AND pg_catalog.pg_try_advisory_xact_lock(" +
+			strconv.FormatInt(l.key, 10) + "); " + l.check
+	}
 	for {
 		dc, err := connector.Connect(ctx)
 		if err != nil {
 			return nil, l.fail(ctx, nil, err, "getting a connection for the migration lock")
 		}
 		h := &held{lock: l, conn: dc.(*stdlib.Conn)}
-		sql := "SELECT pg_catalog.pg_try_advisory_xact_lock(" + strconv.FormatInt(l.key, 10) + "); " + l.check
+		sql := peek
 		if free {
 			sql = l.attempt(h.pg()) + "; " + l.probe
 		}
@@ -153,7 +170,11 @@ func (l lock) acquire(ctx context.Context, done func(*pgconn.Result) bool) (*hel
 		if err := sleep(ctx, rand.N(wait)+time.Millisecond); err != nil {
 			return nil, interrupted(ctx, "waiting for the migration lock")
 		}
-		wait = min(wait*2, backoffMax)
+		if time.Since(began) > backoffSoon {
+			wait = min(wait*2, backoffMax)
+		} else {
+			wait = 2 * backoffFirst
+		}
 	}
 }
 
@@ -244,10 +265,11 @@ func (h *held) parse(results []*pgconn.Result) (got bool, err error) {
 
 // commit runs first (if not empty) in the lock's transaction and commits it;
 // with relock, it then begins the next transaction and takes the lock again
-// (waiting relockWait at most), in the same round trip. committed is false when the transaction
+// (waiting relockWait at most), and runs then, a query whose reply it
+// returns, in the same round trip. committed is false when the transaction
 // certainly did not commit, and also when the reply to COMMIT was lost (then
 // err says so and the connection is closed).
-func (h *held) commit(ctx context.Context, first string, relock bool) (committed, got bool, err error) {
+func (h *held) commit(ctx context.Context, first string, relock bool, then string) (committed, got bool, reply *pgconn.Result, err error) {
 	sql := "COMMIT"
 	if first != "" {
 		sql = first + "; COMMIT"
@@ -255,7 +277,7 @@ func (h *held) commit(ctx context.Context, first string, relock bool) (committed
 	if relock {
 		// A waiter's peek holds the lock for a moment: wait that long,
 		// rather than give the lock up to whoever looked.
-		sql += "; " + h.lock.begin(h.pg(), relockWait)
+		sql += "; " + h.lock.begin(h.pg(), relockWait) + "; " + then
 	}
 	results, err := h.pg().Exec(ctx, sql).ReadAll()
 	for _, r := range results {
@@ -269,9 +291,12 @@ func (h *held) commit(ctx context.Context, first string, relock bool) (committed
 		}
 	}
 	if pgErr := (*pgconn.PgError)(nil); committed && relock && errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-		return true, false, nil // another migrator holds the lock now
+		return true, false, nil, nil // another migrator holds the lock now
 	}
-	return committed, err == nil && relock, err
+	if err != nil || !relock {
+		return committed, false, nil, err
+	}
+	return committed, true, results[len(results)-1], nil
 }
 
 // release ends the lock's transaction, if one is open, and returns the

@@ -100,6 +100,7 @@ type schemaFiles struct {
 	leaseTable      string         // the lease's table, quoted
 	fastSQL         string
 	appliedSQL      string // the checksum table's rows: the fast path's second look
+	topSQL          string // the highest version the checksum table holds
 	stateSQL        string
 	invalidSQL      string // the schema's invalid indexes
 	probeSQL        string
@@ -214,6 +215,7 @@ func (m *Migrations) forSchema(schema string) (*schemaFiles, error) {
 		// names (a pairing built of shifts and XORs cost 0.14 ms more).
 		fastSQL:    `SELECT pg_catalog.count(*), pg_catalog.sum(pg_catalog.hashint8extended(checksum, version_id)) FROM ` + sums,
 		appliedSQL: `SELECT version_id, checksum FROM ` + sums,
+		topSQL:     `SELECT coalesce(pg_catalog.max(version_id), 0) FROM ` + sums,
 		invalidSQL: `SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
 WHERE NOT i.indisvalid AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = ` + quoteLiteral(schema) + `)
 ORDER BY 1`,
