@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 )
 
@@ -366,4 +367,40 @@ func TestUp_ADeadlineUnderTheLeaseLetsItLapse(t *testing.T) {
 	require.Less(t, took, DefaultLease/2, "the lease lapsed with its holder's statement")
 	require.Equal(t, []string{"00002_notx.sql", "00003_c.sql"}, res.Applied)
 	require.Equal(t, []int{2}, r.marks())
+}
+
+// Concurrent migrators of one schema, round after round: whoever takes the
+// lock between two files of another (a waiter's look holds it for a moment)
+// must see what the other applied, and no file runs twice, a NO TRANSACTION
+// one included.
+func TestUp_ConcurrentMigratorsOfOneSchemaApplyEachFileOnce(t *testing.T) {
+	t.Parallel()
+	r := newRun(t, func(c *pgxpool.Config) { c.MaxConns = 8 })
+	files := fstest.MapFS{
+		"00001_a.sql": sqlFile("a"),
+		"00002_b.sql": mapFile("-- +goose Up\nALTER TABLE {{tables.a}} ADD COLUMN b int;\n"),
+		"00003_c.sql": mapFile("-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY IF NOT EXISTS a_b ON {{tables.a}} (b);\n"),
+		"00004_d.sql": mapFile("-- +goose Up\nALTER TABLE {{tables.a}} ADD COLUMN d int;\n"),
+	}
+	m, err := Load(module, files)
+	require.NoError(t, err)
+	for round := range 150 {
+		schema := fmt.Sprintf("round_%d", round)
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		applied := make([]int, 8)
+		for i := range errs {
+			wg.Go(func() {
+				res, err := m.Up(context.Background(), r.pool, schema, Config{})
+				errs[i], applied[i] = err, len(res.Applied)
+			})
+		}
+		wg.Wait()
+		total := 0
+		for i, err := range errs {
+			require.NoError(t, err, "round %d, migrator %d", round, i)
+			total += applied[i]
+		}
+		require.Equal(t, 4, total, "round %d: each file applied once, by one migrator or another", round)
+	}
 }
