@@ -145,11 +145,9 @@ WHERE id = ANY($1) AND NOT EXISTS (SELECT FROM {{tables.events}} e WHERE e.subje
 
 // PurgeBatchSize is how many events one transaction of Purge deletes: the
 // bound on how long a batch holds its locks and how much WAL it writes at
-// once (about 5 to 10 ms of work here), so that a purge of millions of rows
-// never holds a long transaction and autovacuum can reclaim the space while
-// it runs. The server's work per event measured the same from 500 to 50,000
-// events a batch, and Purge of 20,000 events no faster with 5,000 than with
-// 2,000 (BenchmarkPurge).
+// once, so that a purge of millions of rows never holds a long transaction
+// and autovacuum can reclaim the space while it runs (how the size was
+// chosen: BENCHMARKS.md, BenchmarkPurge).
 const PurgeBatchSize = 2000
 
 // querier is what a pool and a transaction have in common.
